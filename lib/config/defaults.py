@@ -1,0 +1,117 @@
+"""Every configuration key of the project, with its default and what it does.
+
+The tree follows the original ADP-C release so that its experiment YAMLs and the
+``config.yaml`` files written by its training runs still load. Only ``MODEL.EXTRA``
+(the HRNet architecture description) accepts keys that are not declared here; any
+other unknown key is an error (see ``config.update_config``).
+"""
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+_C.OUTPUT_DIR = ''  # root of run outputs: OUTPUT_DIR/<dataset>/<cfg file name>/
+_C.LOG_DIR = ''  # root of TensorBoard logs, laid out like OUTPUT_DIR
+_C.GPUS = (0,)  # GPU ids of a single-process run; ignored under torchrun
+_C.WORKERS = 4  # DataLoader worker processes per training process
+_C.PRINT_FREQ = 20  # log training statistics every this many iterations
+_C.AUTO_RESUME = False  # continue from OUTPUT_DIR/.../checkpoint.pth.tar if it exists
+_C.PIN_MEMORY = True  # pinned host memory for DataLoaders
+_C.RANK = 0  # node rank (kept for compatibility; torchrun sets the real rank)
+
+_C.CUDNN = CN()
+_C.CUDNN.BENCHMARK = True  # let cuDNN pick the fastest kernels
+_C.CUDNN.DETERMINISTIC = False  # deterministic cuDNN kernels
+_C.CUDNN.ENABLED = True  # use cuDNN at all
+
+_C.MODEL = CN()
+_C.MODEL.NAME = 'model_anytime'  # module in lib/models providing get_seg_model(cfg)
+_C.MODEL.PRETRAINED = ''  # HRNet ImageNet weights; '' = random init (std 0.001)
+_C.MODEL.LOAD_STAGE = 0  # 0: keys present in both; 1: strip 'model.', skip exits; 2: strip 'model.', take all
+# Free-form HRNet description: EE_WEIGHTS, EARLY_DETACH, AGGREGATION, EXIT_NORM and
+# STAGE1..STAGE4 with NUM_MODULES, NUM_BRANCHES, BLOCK, NUM_BLOCKS, NUM_CHANNELS, FUSE_METHOD.
+_C.MODEL.EXTRA = CN(new_allowed=True)
+
+_C.EXIT = CN()
+_C.EXIT.TYPE = 'original'  # head of exits 1-3: 'original' (HRNet head) or 'flex' (redesigned)
+_C.EXIT.FINAL_CONV_KERNEL = 1  # kernel of every head's last (classifier) conv: 1 or 3
+_C.EXIT.INTER_CHANNEL = 64  # width of the flex heads (128 for W48, 64 for W18 in the paper)
+_C.EXIT.COMP_RATE = 1.0  # unused; kept so that original configs load
+_C.EXIT.SMOOTH = False  # unused; kept so that original configs load
+_C.EXIT.SMOOTH_KS = 3  # unused; kept so that original configs load
+_C.EXIT.LAST_SAME = False  # unused; kept so that original configs load
+_C.EXIT.FIX_INTER_CHANNEL = False  # unused; kept so that original configs load
+
+_C.MASK = CN()
+_C.MASK.USE = False  # confidence adaptivity: masked convolutions after exit 1
+_C.MASK.INTERPOLATION = 'rbf'  # fill of skipped pixels: 'rbf' (learned Gaussian) or 'none'
+_C.MASK.P = 0.5  # unused since masks come from exits; kept so that original configs load
+_C.MASK.CONF_THRE = 0.0  # CRIT conf_thre: compute a pixel while its max probability <= this
+_C.MASK.ENTROPY_THRE = 0.0  # CRIT entropy_thre: compute a pixel while its entropy >= this
+_C.MASK.CRIT = 'conf_thre'  # confidence criterion: 'conf_thre' or 'entropy_thre'
+_C.MASK.AGGR = 'copy'  # aggregation of exits: 'copy' (keep confident earlier logits) or 'none'
+
+_C.LOSS = CN()
+_C.LOSS.USE_OHEM = False  # online hard example mining instead of plain cross-entropy
+_C.LOSS.OHEMTHRES = 0.9  # OHEM: keep pixels whose true-class probability is below this
+_C.LOSS.OHEMKEEP = 100000  # OHEM: keep at least this many pixels per batch
+_C.LOSS.CLASS_BALANCE = True  # weight the cross-entropy with the Cityscapes class weights
+
+_C.DATASET = CN()
+_C.DATASET.ROOT = ''  # data root holding cityscapes/ and list/
+_C.DATASET.DATASET = 'cityscapes'  # dataset name (also names the output sub-directory)
+_C.DATASET.NUM_CLASSES = 19  # number of train ids
+_C.DATASET.TRAIN_SET = 'list/cityscapes/train.lst'  # training list, relative to ROOT
+_C.DATASET.EXTRA_TRAIN_SET = ''  # second training list used for EXTRA_EPOCH epochs
+_C.DATASET.TEST_SET = 'list/cityscapes/val.lst'  # evaluation list, relative to ROOT
+
+_C.TRAIN = CN()
+_C.TRAIN.IMAGE_SIZE = [1024, 512]  # crop size [width, height]
+_C.TRAIN.BASE_SIZE = 2048  # long side before multi-scale resizing
+_C.TRAIN.DOWNSAMPLERATE = 1  # label downsampling rate (1 = full-resolution labels)
+_C.TRAIN.FLIP = True  # random horizontal flip
+_C.TRAIN.MULTI_SCALE = True  # random rescaling by 0.5 + randint(0, SCALE_FACTOR) / 10
+_C.TRAIN.SCALE_FACTOR = 16  # range of the multi-scale augmentation
+_C.TRAIN.LR_FACTOR = 0.1  # unused by the poly schedule; kept so that original configs load
+_C.TRAIN.LR_STEP = [90, 110]  # unused by the poly schedule; kept so that original configs load
+_C.TRAIN.LR = 0.01  # base learning rate of the poly schedule
+_C.TRAIN.EXTRA_LR = 0.001  # learning rate of EE_ONLY / ALLE_ONLY and of the extra training set
+_C.TRAIN.OPTIMIZER = 'sgd'  # only 'sgd' is supported
+_C.TRAIN.MOMENTUM = 0.9  # SGD momentum
+_C.TRAIN.WD = 0.0001  # weight decay
+_C.TRAIN.NESTEROV = False  # Nesterov momentum
+_C.TRAIN.IGNORE_LABEL = -1  # label value excluded from loss and metric (255 for Cityscapes)
+_C.TRAIN.BEGIN_EPOCH = 0  # first epoch (a resumed run continues from its checkpoint)
+_C.TRAIN.END_EPOCH = 484  # number of epochs
+_C.TRAIN.EXTRA_EPOCH = 0  # epochs on EXTRA_TRAIN_SET after END_EPOCH
+_C.TRAIN.RESUME = False  # same as AUTO_RESUME (the original's name)
+_C.TRAIN.BATCH_SIZE_PER_GPU = 32  # batch of one training process
+_C.TRAIN.SHUFFLE = True  # shuffle the training set every epoch
+_C.TRAIN.NUM_SAMPLES = 0  # use only the first N training images (0 = all)
+_C.TRAIN.EE_ONLY = False  # train only exits 1-3 (rest frozen in eval mode) at EXTRA_LR
+_C.TRAIN.ALLE_ONLY = False  # train exits 1-3 and last_layer (rest frozen) at EXTRA_LR
+_C.TRAIN.EVAL_INTERVAL = 1  # validate every N epochs, keeping best.pth by mean mIoU (0 = never)
+
+_C.TEST = CN()
+_C.TEST.IMAGE_SIZE = [2048, 1024]  # evaluation size [width, height] (whole image)
+_C.TEST.BASE_SIZE = 2048  # long side of evaluation images
+_C.TEST.BATCH_SIZE_PER_GPU = 32  # evaluation batch of one process (1 for masked models' FLOPs)
+_C.TEST.NUM_SAMPLES = 0  # evaluate only the first N images (0 = all)
+_C.TEST.MODEL_FILE = ''  # checkpoint to evaluate
+_C.TEST.FLIP_TEST = False  # unused; kept so that original configs load
+_C.TEST.MULTI_SCALE = False  # unused; kept so that original configs load
+_C.TEST.CENTER_CROP_TEST = False  # unused; kept so that original configs load
+_C.TEST.SCALE_LIST = [1]  # unused; kept so that original configs load
+_C.TEST.SUB_DIR = ''  # unused; kept so that original configs load
+
+_C.PYRAMID_TEST = CN()
+_C.PYRAMID_TEST.USE = False  # unused; kept so that original configs load
+_C.PYRAMID_TEST.SIZE = 512  # unused; kept so that original configs load
+
+_C.DEBUG = CN()
+_C.DEBUG.DEBUG = False  # unused; kept so that original configs load
+_C.DEBUG.SAVE_BATCH_IMAGES_GT = False  # unused; kept so that original configs load
+_C.DEBUG.SAVE_BATCH_IMAGES_PRED = False  # unused; kept so that original configs load
+_C.DEBUG.SAVE_HEATMAPS_GT = False  # unused; kept so that original configs load
+_C.DEBUG.SAVE_HEATMAPS_PRED = False  # unused; kept so that original configs load
+
+config = _C
