@@ -1,0 +1,13 @@
+"""Segmentation models, looked up by MODEL.NAME."""
+from . import model_anytime
+
+MODELS = {'model_anytime': model_anytime.get_seg_model}
+
+
+def get_seg_model(cfg):
+    """Build the model named by MODEL.NAME (weights from MODEL.PRETRAINED applied)."""
+    try:
+        builder = MODELS[cfg.MODEL.NAME]
+    except KeyError:
+        raise ValueError(f'MODEL.NAME {cfg.MODEL.NAME!r} is not one of {sorted(MODELS)}') from None
+    return builder(cfg)

@@ -1,0 +1,220 @@
+"""The anytime segmentation network: HRNet with four exits and confidence adaptivity.
+
+Structure (ADP-C Sec. 3): stem and ``layer1`` -> ``exit1``; then for j = 1, 2, 3 a
+segment ``transition_j``, ``stage_{j+1}`` and its exit (``exit2``, ``exit3``,
+``last_layer``). With confidence adaptivity, every convolution of segment j is a
+``MaskedConv2d`` that computes only the pixels exit j is not confident about, and the
+copy aggregation keeps exit j's logits at the pixels it was confident about.
+
+    model = get_seg_model(cfg)
+    outs = model(images)               # [out1, out2, out3, out4], logits at 1/4 size
+    outs = model(images, stop_at=2)    # [out1, out2]; nothing after exit 2 runs
+"""
+import logging
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn as nn
+
+from .confidence import ConfidenceMasks, copy_aggregate
+from .exits import make_exit, original_head
+from .hrnet import BLOCKS, Bottleneck, apply_transition, batch_norm, make_layer, make_stage, \
+    make_transition, upsample_to
+from .masked_conv import MaskedConv2d, MaskSlot
+from utils.checkpoint import load_pretrained
+
+logger = logging.getLogger(__name__)
+
+NUM_EXITS = 4
+STEM_CHANNELS = 64
+
+
+@dataclass
+class StageSpec:
+    """One HRNet stage of MODEL.EXTRA (STAGE1..STAGE4)."""
+    num_modules: int
+    block: str
+    num_blocks: list
+    num_channels: list
+
+    @classmethod
+    def from_cfg(cls, node, name):
+        try:
+            spec = cls(int(node['NUM_MODULES']), str(node['BLOCK']),
+                       list(node['NUM_BLOCKS']), list(node['NUM_CHANNELS']))
+        except KeyError as e:
+            raise KeyError(f'MODEL.EXTRA.{name} lacks {e.args[0]}') from None
+        if spec.block not in BLOCKS:
+            raise ValueError(f'MODEL.EXTRA.{name}.BLOCK must be one of {sorted(BLOCKS)}, '
+                             f'got {spec.block!r}')
+        if node.get('FUSE_METHOD', 'SUM') != 'SUM':
+            raise ValueError(f"MODEL.EXTRA.{name}.FUSE_METHOD: only 'SUM' exists")
+        return spec
+
+
+def exit_input(branches, detach=False):
+    """Concatenate all branches, each bilinearly upsampled to branch 0's size."""
+    size = branches[0].shape[-2:]
+    x = torch.cat([branches[0]] + [upsample_to(b, size) for b in branches[1:]], dim=1)
+    return x.detach() if detach else x
+
+
+class AnytimeHRNet(nn.Module):
+    """HRNet-v2 with four exits, optional redesigned heads and confidence adaptivity.
+
+    Args:
+        stages (list[StageSpec]): STAGE1..STAGE4 of MODEL.EXTRA.
+        num_classes (int): DATASET.NUM_CLASSES.
+        exit_type (str): EXIT.TYPE of exits 1-3, 'original' or 'flex'; ``last_layer`` is
+            always 'original'.
+        inter_channels (int): EXIT.INTER_CHANNEL, width of flex heads.
+        final_conv_kernel (int): EXIT.FINAL_CONV_KERNEL.
+        early_detach (bool): MODEL.EXTRA.EARLY_DETACH, stop exits 1-3 from training the
+            backbone.
+        use_masks (bool): MASK.USE, confidence adaptivity.
+        mask_criterion (str): MASK.CRIT, 'conf_thre' or 'entropy_thre'.
+        mask_threshold (float): MASK.CONF_THRE or MASK.ENTROPY_THRE.
+        rbf_fill (bool): MASK.INTERPOLATION == 'rbf'.
+        aggregation (str): MASK.AGGR, 'copy' or 'none'.
+    """
+
+    def __init__(self, stages, num_classes=19, exit_type='original', inter_channels=64,
+                 final_conv_kernel=1, early_detach=False, use_masks=False,
+                 mask_criterion='conf_thre', mask_threshold=0.0, rbf_fill=True,
+                 aggregation='copy'):
+        super().__init__()
+        if len(stages) != NUM_EXITS:
+            raise ValueError(f'MODEL.EXTRA needs STAGE1..STAGE{NUM_EXITS}, got {len(stages)}')
+        if aggregation not in ('copy', 'none'):
+            raise ValueError(f"MASK.AGGR must be 'copy' or 'none', got {aggregation!r}")
+        self.early_detach = early_detach
+        self.use_masks = use_masks
+        self.mask_criterion = mask_criterion
+        self.mask_threshold = mask_threshold
+        self.aggregation = aggregation
+        # One slot per segment after exits 1-3; empty except while its segment runs.
+        self.mask_slots = [MaskSlot() for _ in range(NUM_EXITS - 1)]
+
+        plain = nn.Conv2d
+        self.conv1 = plain(3, STEM_CHANNELS, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn1 = batch_norm(STEM_CHANNELS)
+        self.conv2 = plain(STEM_CHANNELS, STEM_CHANNELS, kernel_size=3, stride=2, padding=1,
+                           bias=False)
+        self.bn2 = batch_norm(STEM_CHANNELS)
+        self.relu = nn.ReLU(inplace=True)
+
+        stage1 = stages[0]
+        block = BLOCKS[stage1.block]
+        self.layer1 = make_layer(block, STEM_CHANNELS, stage1.num_channels[0],
+                                 stage1.num_blocks[0])
+        channels = [stage1.num_channels[0] * block.expansion]
+        head = partial(make_exit, exit_type, num_classes=num_classes,
+                       inter_channels=inter_channels, final_kernel=final_conv_kernel)
+        self.exit1 = head(1, channels[0], conv=plain)
+
+        for j, spec in enumerate(stages[1:], start=1):
+            conv = partial(MaskedConv2d, slot=self.mask_slots[j - 1], rbf=rbf_fill) \
+                if use_masks else plain
+            block = BLOCKS[spec.block]
+            widths = [c * block.expansion for c in spec.num_channels]
+            transition = make_transition(channels, widths, conv)
+            stage, channels = make_stage(spec.num_modules, block, spec.num_blocks, widths,
+                                         spec.num_channels, conv)
+            if j < NUM_EXITS - 1:
+                exit_head = head(j + 1, sum(channels), conv=conv)
+            else:
+                exit_head = original_head(sum(channels), num_classes, final_conv_kernel, conv)
+            setattr(self, f'transition{j}', transition)
+            setattr(self, f'stage{j + 1}', stage)
+            setattr(self, self.exit_name(j + 1), exit_head)
+        self.init_weights()
+
+    @staticmethod
+    def exit_name(k):
+        return 'last_layer' if k == NUM_EXITS else f'exit{k}'
+
+    def parts(self):
+        """The modules that produce each exit, in order: ``parts()[k-1]`` runs between
+        exit k-1 and exit k (part 0: stem, layer1 and exit1)."""
+        first = [self.conv1, self.bn1, self.conv2, self.bn2, self.layer1, self.exit1]
+        return [first] + [[getattr(self, f'transition{j}'), getattr(self, f'stage{j + 1}'),
+                           getattr(self, self.exit_name(j + 1))] for j in range(1, NUM_EXITS)]
+
+    def init_weights(self):
+        """The random init of the original: conv weights N(0, 0.001), BN weight 1, bias 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.001)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def forward(self, x, stop_at=NUM_EXITS):
+        """Logits of exits 1..``stop_at`` (each N x classes x H/4 x W/4); layers after exit
+        ``stop_at`` do not run."""
+        if stop_at not in range(1, NUM_EXITS + 1):
+            raise ValueError(f'stop_at must be 1..{NUM_EXITS}, got {stop_at}')
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))  # N x 64 x H/4 x W/4
+        branches = [self.layer1(x)]
+        logits = self.exit1(exit_input(branches, detach=self.early_detach))
+        outputs = [logits]
+        for j in range(1, stop_at):
+            branches, logits = self._run_segment(j, branches, logits)
+            outputs.append(logits)
+        return outputs
+
+    def _run_segment(self, j, branches, logits):
+        """Segment j: transition_j, stage_{j+1} and exit j+1, masked by exit j's logits."""
+        slot = self.mask_slots[j - 1]
+        masks = None
+        if self.use_masks:
+            masks = ConfidenceMasks(logits, self.mask_criterion, self.mask_threshold)
+        slot.masks = masks
+        try:
+            branches = apply_transition(getattr(self, f'transition{j}'), branches)
+            branches = getattr(self, f'stage{j + 1}')(branches)
+            detach = self.early_detach and j + 1 < NUM_EXITS
+            out = getattr(self, self.exit_name(j + 1))(exit_input(branches, detach))
+        finally:
+            slot.masks = None
+        if masks is not None and self.aggregation == 'copy':
+            out = copy_aggregate(logits, out, masks.at(out.shape[-2:]))
+        return branches, out
+
+
+def build_model(cfg):
+    """Turn the config into AnytimeHRNet's plain arguments (no weights loaded)."""
+    extra = cfg.MODEL.EXTRA
+    stages = [StageSpec.from_cfg(extra[f'STAGE{i}'], f'STAGE{i}') for i in range(1, 5)]
+    if BLOCKS[stages[0].block] is not Bottleneck:
+        logger.warning('MODEL.EXTRA.STAGE1.BLOCK is %s; HRNet uses BOTTLENECK', stages[0].block)
+    crit = cfg.MASK.CRIT
+    if crit not in ('conf_thre', 'entropy_thre'):
+        raise ValueError(f"MASK.CRIT must be 'conf_thre' or 'entropy_thre', got {crit!r}")
+    if cfg.MASK.INTERPOLATION not in ('rbf', 'none'):
+        raise ValueError(f"MASK.INTERPOLATION must be 'rbf' or 'none', got "
+                         f"{cfg.MASK.INTERPOLATION!r}")
+    return AnytimeHRNet(
+        stages,
+        num_classes=cfg.DATASET.NUM_CLASSES,
+        exit_type=cfg.EXIT.TYPE,
+        inter_channels=cfg.EXIT.INTER_CHANNEL,
+        final_conv_kernel=cfg.EXIT.FINAL_CONV_KERNEL,
+        early_detach=bool(extra.get('EARLY_DETACH', False)),
+        use_masks=cfg.MASK.USE,
+        mask_criterion=crit,
+        mask_threshold=cfg.MASK.CONF_THRE if crit == 'conf_thre' else cfg.MASK.ENTROPY_THRE,
+        rbf_fill=cfg.MASK.INTERPOLATION == 'rbf',
+        aggregation=cfg.MASK.AGGR)
+
+
+def get_seg_model(cfg):
+    """Build the network of MODEL.NAME 'model_anytime' and apply MODEL.PRETRAINED."""
+    model = build_model(cfg)
+    if cfg.MODEL.PRETRAINED:
+        load_pretrained(model, cfg.MODEL.PRETRAINED, cfg.MODEL.LOAD_STAGE)
+    else:
+        logger.info('MODEL.PRETRAINED is empty: random initialisation')
+    return model
