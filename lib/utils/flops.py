@@ -88,3 +88,18 @@ def anytime_flops(model, x):
         cumulative_flops.append(f / GIGA)
         cumulative_params.append(p)
     return {'gflops': cumulative_flops, 'params': cumulative_params}
+
+
+def with_mean(figures):
+    """``figures`` plus ``gflops_mean``, the mean over the exits (the paper's last column)."""
+    return dict(figures, gflops_mean=sum(figures['gflops']) / len(figures['gflops']))
+
+
+def flops_table(figures):
+    """Per-exit table of cumulative GFLOPs and parameters, with the GFLOPs mean."""
+    figures = with_mean(figures)
+    rows = ['exit   GFLOPs     params']
+    for k, (g, p) in enumerate(zip(figures['gflops'], figures['params']), start=1):
+        rows.append(f'{k:>4} {g:>8.1f} {p:>10,}')
+    rows.append(f"mean {figures['gflops_mean']:>8.1f}")
+    return '\n'.join(rows)

@@ -1,0 +1,89 @@
+import json
+import os
+import sys
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'models'))
+from test_state_dict_manifests import build_on_meta  # noqa: E402
+from tiny import mixed_mask_model, tiny_model  # noqa: E402
+from models.masked_conv import MaskedConv2d  # noqa: E402
+from utils.flops import anytime_flops  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(__file__), '..', 'data')
+with open(os.path.join(DATA, 'reference_figures.json')) as f:
+    REFERENCE = json.load(f)['code']
+
+
+@pytest.mark.parametrize('net,variant,key', [('w48', 'ee', 'w48_ee'), ('w48', 'rh', 'w48_rh_inter128'),
+                                             ('w18', 'ee', 'w18_ee'), ('w18', 'rh', 'w18_rh_inter64')])
+def test_reference_figures_at_1024x2048(net, variant, key):
+    figures = anytime_flops(build_on_meta(net, variant), torch.empty(1, 3, 1024, 2048, device='meta'))
+    assert figures['params'] == REFERENCE[key]['params']
+    for ours, reference in zip(figures['gflops'], REFERENCE[key]['gflops']):
+        assert abs(ours - reference) <= 0.05 + 1e-9  # the reference is rounded to 0.1
+
+
+def test_unmasked_adpc_upper_bound_equals_rh():
+    adpc = anytime_flops(build_on_meta('w48', 'adpc'), torch.empty(1, 3, 1024, 2048, device='meta'))
+    assert [round(g, 1) for g in adpc['gflops']] == REFERENCE['w48_rh_inter128']['gflops']
+
+
+@pytest.mark.parametrize('variant', ['ee', 'rh'])
+def test_dense_counts_match_torch_flop_counter(variant):
+    model = tiny_model(variant).eval()
+    x = torch.randn(1, 3, 64, 96)
+    ours = anytime_flops(model, x)['gflops']
+    for k in range(1, 5):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x, stop_at=k)
+        convs = sum(v for op, v in counter.get_flop_counts()['Global'].items()
+                    if 'convolution' in str(op))
+        assert convs > 0
+        assert ours[k - 1] * 1024 ** 3 * 2 == pytest.approx(convs, rel=1e-9)
+
+
+def test_model_left_as_it_was():
+    model = tiny_model('adpc').train()
+    anytime_flops(model, torch.randn(1, 3, 32, 32))
+    assert model.training
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_masked_figures_follow_mask_density():
+    x = torch.randn(1, 3, 64, 64)
+    model = mixed_mask_model('adpc', x)
+    lambdas = [sum(isinstance(m, MaskedConv2d) for top in part for m in top.modules())
+               for part in model.parts()]
+    rh = tiny_model('rh')
+    rh.load_state_dict(model.state_dict(), strict=False)
+    dense = anytime_flops(rh, x)
+    mixed = anytime_flops(model, x)
+    # Parameters: the unmasked network's plus one Lambda per masked convolution.
+    assert mixed['params'] == [p + sum(lambdas[:k + 1]) for k, p in enumerate(dense['params'])]
+    assert mixed['gflops'][0] == dense['gflops'][0]
+    assert all(m < d for m, d in zip(mixed['gflops'][1:], dense['gflops'][1:]))
+    model.mask_threshold = 1.0  # every pixel computed: the dense cost
+    assert anytime_flops(model, x)['gflops'] == pytest.approx(dense['gflops'], rel=1e-6)
+    model.mask_threshold = 0.0  # nothing computed after exit 1: neither convs nor fills
+    assert anytime_flops(model, x)['gflops'] == [dense['gflops'][0]] * 4
+
+
+def test_masked_convolution_cost_formula():
+    from utils.flops import conv_multiply_adds
+
+    class Half:
+        def at(self, size):
+            mask = torch.zeros(1, 1, *size)
+            mask[..., : size[0] // 2, :] = 1
+            return mask
+
+    conv = MaskedConv2d(4, 6, 3, padding=1)
+    conv.slot.masks = Half()
+    out = torch.empty(1, 6, 10, 8)
+    dense = 6 * 4 * 9 * 10 * 8
+    assert conv_multiply_adds(conv, out) == int(dense * 0.5) + int(0.5 * 0.5 * 6 * 49 * 10 * 8)
+    conv.rbf = False
+    assert conv_multiply_adds(conv, out) == int(dense * 0.5)
