@@ -1,0 +1,174 @@
+"""Process-group setup for every launcher, in one place.
+
+Supported launches of ``tools/train_ee.py`` and ``tools/test_ee.py``:
+
+- ``torchrun --nproc_per_node N ...`` (one or several nodes): RANK, WORLD_SIZE,
+  LOCAL_RANK, MASTER_ADDR and MASTER_PORT come from the environment;
+- ``python -m torch.distributed.launch ...`` (legacy): the same variables, plus a
+  ``--local-rank`` or ``--local_rank`` argument depending on the torch version;
+- plain ``python ...``: one process on the first GPU of ``GPUS``, or on the CPU.
+
+NCCL is used on CUDA, gloo on the CPU. Everything else in the project asks a
+:class:`DistContext` (rank, world size, device) instead of reading the environment.
+"""
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+# Long enough for rank 0 to write a checkpoint or run the final evaluation while the
+# other ranks wait at a barrier.
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=60)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process runs.
+
+    Args:
+        rank (int): global rank, 0 in a single-process run.
+        world_size (int): number of processes.
+        local_rank (int): rank on this node (selects the GPU).
+        device (torch.device): device of this process's model and tensors.
+    """
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device('cpu')
+
+    @property
+    def distributed(self):
+        """True when several processes share the work."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self):
+        """True on the process that writes files, logs and TensorBoard events."""
+        return self.rank == 0
+
+
+def add_launcher_arguments(parser):
+    """Accept the ``--local-rank`` / ``--local_rank`` argument the legacy launcher passes.
+
+    Args:
+        parser (argparse.ArgumentParser): the tool's parser.
+    """
+    parser.add_argument('--local-rank', '--local_rank', dest='local_rank', type=int,
+                        default=None, help='set by python -m torch.distributed.launch; '
+                        'torchrun uses the LOCAL_RANK variable instead')
+    return parser
+
+
+def _env_int(name, default):
+    value = os.environ.get(name)
+    return default if value in (None, '') else int(value)
+
+
+def init_distributed(local_rank=None, gpus=(0,)):
+    """Join the process group the launcher prepared (if any) and pick the device.
+
+    Args:
+        local_rank (int or None): value of ``--local-rank`` from the legacy launcher;
+            LOCAL_RANK in the environment wins when both are set.
+        gpus (sequence of int): GPUS of the config; a single-process CUDA run uses the
+            first of them. Ignored under a launcher, where LOCAL_RANK picks the GPU.
+
+    Returns:
+        DistContext: this process's rank, world size and device.
+    """
+    world_size = _env_int('WORLD_SIZE', 1)
+    local_rank = _env_int('LOCAL_RANK', local_rank if local_rank is not None else 0)
+    rank = _env_int('RANK', local_rank)
+    cuda = torch.cuda.is_available()
+
+    if world_size == 1:
+        index = local_rank if 'LOCAL_RANK' in os.environ else (list(gpus) or [0])[0]
+        if cuda and index >= torch.cuda.device_count():
+            raise RuntimeError(f'GPUS names GPU {index} but only {torch.cuda.device_count()} '
+                               'are visible; set GPUS (0,) or CUDA_VISIBLE_DEVICES')
+        device = torch.device('cuda', index) if cuda else torch.device('cpu')
+        if cuda:
+            torch.cuda.set_device(device)
+        return DistContext(0, 1, local_rank, device)
+
+    if 'MASTER_ADDR' not in os.environ or 'MASTER_PORT' not in os.environ:
+        raise RuntimeError(f'WORLD_SIZE is {world_size} but MASTER_ADDR/MASTER_PORT are not '
+                           'set: start several processes with torchrun --nproc_per_node N')
+    if cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f'local rank {local_rank} has no GPU ({torch.cuda.device_count()} '
+                               'visible): start at most that many processes per node')
+        device = torch.device('cuda', local_rank)
+        torch.cuda.set_device(device)
+        backend = 'nccl'
+    else:
+        device = torch.device('cpu')
+        backend = 'gloo'
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, init_method='env://', rank=rank,
+                                world_size=world_size, timeout=PROCESS_GROUP_TIMEOUT)
+    return DistContext(rank, world_size, local_rank, device)
+
+
+def cleanup():
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier():
+    """Wait for every process (no-op in a single-process run)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce(tensor, op='sum'):
+    """Reduce ``tensor`` over all processes and return the result on ``tensor``'s device.
+
+    Works for CPU tensors under NCCL too (they travel through the current GPU). A no-op
+    in a single-process run.
+
+    Args:
+        tensor (Tensor): this process's value.
+        op (str): 'sum' or 'max'.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return tensor
+    reduce_op = {'sum': dist.ReduceOp.SUM, 'max': dist.ReduceOp.MAX}[op]
+    device = torch.device('cuda', torch.cuda.current_device()) \
+        if dist.get_backend() == 'nccl' else torch.device('cpu')
+    work = tensor.to(device, copy=True)
+    dist.all_reduce(work, op=reduce_op)
+    return work.to(tensor.device)
+
+
+def wrap_model(model, ctx, find_unused_parameters=False):
+    """Prepare a module for training on ``ctx``: moved to its device and, when several
+    processes train, BatchNorm made synchronous (CUDA only) and the module wrapped in
+    DistributedDataParallel.
+
+    Args:
+        model (nn.Module): the training module (model and loss).
+        ctx (DistContext): from :func:`init_distributed`.
+        find_unused_parameters (bool): let DistributedDataParallel skip parameters that
+            get no gradient in a step (slower; only needed when such parameters exist).
+
+    Returns:
+        nn.Module: the wrapped module; :func:`unwrap` gives ``model`` back.
+    """
+    if ctx.distributed and ctx.device.type == 'cuda':
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(ctx.device)
+    if not ctx.distributed:
+        return model
+    device_ids = [ctx.device.index] if ctx.device.type == 'cuda' else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                                 find_unused_parameters=find_unused_parameters)
+
+
+def unwrap(model):
+    """The module inside a DistributedDataParallel wrapper (or ``model`` itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

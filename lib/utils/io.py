@@ -1,0 +1,69 @@
+"""Writing run outputs so that a crash or ``kill -9`` never leaves a half-written file.
+
+Every writer here writes a temporary file in the destination's folder, flushes it to
+disk and then renames it over the destination with ``os.replace``, which is atomic on
+POSIX and Windows: readers see either the old file or the new one, never a mix.
+"""
+import json
+import os
+import tempfile
+
+import torch
+
+
+def _atomic_write(path, write):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.',
+                               suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # The destination is untouched; drop the partial temporary file.
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save(obj, path)``, atomically.
+
+    Args:
+        obj: anything ``torch.save`` accepts.
+        path (str): destination file; its folder is created if needed.
+    """
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path, text):
+    """Write the string ``text`` to ``path`` atomically (UTF-8)."""
+    _atomic_write(path, lambda f: f.write(text.encode('utf-8')))
+
+
+def save_json(path, obj):
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=4) + '\n')
+
+
+def run_directory(cfg, cfg_path):
+    """Output directory of a run: ``OUTPUT_DIR/<DATASET.DATASET>/<cfg file stem>``.
+
+    Args:
+        cfg (CfgNode): reads OUTPUT_DIR and DATASET.DATASET.
+        cfg_path (str): the experiment file given with ``--cfg``.
+    """
+    stem = os.path.splitext(os.path.basename(cfg_path))[0]
+    return os.path.join(cfg.OUTPUT_DIR, cfg.DATASET.DATASET, stem)
+
+
+def tensorboard_directory(cfg, cfg_path):
+    """TensorBoard folder of a run: laid out under LOG_DIR like the output directory,
+    or the output directory itself when LOG_DIR is empty."""
+    if not cfg.LOG_DIR:
+        return run_directory(cfg, cfg_path)
+    stem = os.path.splitext(os.path.basename(cfg_path))[0]
+    return os.path.join(cfg.LOG_DIR, cfg.DATASET.DATASET, stem)
