@@ -1,0 +1,303 @@
+"""A whole training run of the anytime network (spec section 4): what
+``tools/train_ee.py`` does, under any launcher.
+
+Per epoch: train, validate every TRAIN.EVAL_INTERVAL epochs (keeping ``best.pth`` by the
+mean mIoU of the exits), then write ``checkpoint.pth.tar`` atomically. With AUTO_RESUME
+a run continues from that checkpoint and ends as if it had never stopped: the data
+order, augmentation and learning rate of an epoch depend only on the epoch. At the end:
+``final_state.pth``, then the evaluation's ``result.txt`` and ``test_stats.json``.
+"""
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+import datasets
+import models
+from datasets.cityscapes import CITYSCAPES_CLASS_WEIGHTS
+from utils.distributed import barrier, unwrap, wrap_model
+from utils.io import atomic_torch_save, atomic_write_text, run_directory, tensorboard_directory
+from utils.logger import setup_logger, tensorboard_writer
+from utils.runtime import apply_cudnn, seed_everything
+from .criterion import FullModel, build_criterion
+from .engine import NonFiniteLossError, evaluate, train_one_epoch
+from .loaders import eval_loader, train_loader
+from .schedule import iterations_per_epoch
+from .testing import FINAL_STATE, RUN_CONFIG, evaluate_model
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = 'checkpoint.pth.tar'
+BEST = 'best.pth'
+INIT_SEED = 304  # weights of a fresh model; DDP copies rank 0's to the others anyway
+EPOCH_SEED_STRIDE = 123  # seed of epoch e on rank r: e * stride + r, as in the original
+
+
+@dataclass
+class TrainState:
+    """Progress of a run, saved in every checkpoint.
+
+    Args:
+        epoch (int): epochs completed (the next epoch to train, 0-based).
+        iteration (int): optimiser steps taken (TensorBoard x axis).
+        best_miou (float): best mean mIoU over the exits seen in validation.
+    """
+    epoch: int = 0
+    iteration: int = 0
+    best_miou: float = 0.0
+
+
+@dataclass
+class Phase:
+    """Consecutive epochs sharing a training list and a poly schedule.
+
+    Args:
+        name (str): for messages.
+        loader (DataLoader): training loader of this process.
+        first_epoch (int): first epoch of the phase (0-based, run-wide).
+        end_epoch (int): one past its last epoch.
+        base_lr (float): base learning rate.
+        epoch_iters (int): schedule iterations per epoch.
+    """
+    name: str
+    loader: object
+    first_epoch: int
+    end_epoch: int
+    base_lr: float
+    epoch_iters: int
+
+    @property
+    def max_it(self):
+        return max(1, (self.end_epoch - self.first_epoch) * self.epoch_iters)
+
+
+def select_trainable(network, ee_only=False, alle_only=False):
+    """Freeze everything but the exits for TRAIN.EE_ONLY (exits 1-3) or TRAIN.ALLE_ONLY
+    (exits 1-3 and ``last_layer``).
+
+    Args:
+        network (nn.Module): the anytime network (attributes exit1..exit3, last_layer).
+        ee_only (bool): TRAIN.EE_ONLY.
+        alle_only (bool): TRAIN.ALLE_ONLY.
+
+    Returns:
+        list[nn.Module] or None: the modules that train (None: the whole network).
+    """
+    if not (ee_only or alle_only):
+        return None
+    names = ['exit1', 'exit2', 'exit3'] + (['last_layer'] if alle_only else [])
+    trainable = []
+    for name in names:
+        if not hasattr(network, name):
+            raise AttributeError(f'TRAIN.EE_ONLY/ALLE_ONLY need a network with a {name} module; '
+                                 f'{type(network).__name__} has none')
+        trainable.append(getattr(network, name))
+    for p in network.parameters():
+        p.requires_grad = False
+    for module in trainable:
+        for p in module.parameters():
+            p.requires_grad = True
+    return trainable
+
+
+def build_optimizer(cfg, model, base_lr):
+    """SGD over the parameters that require gradients (TRAIN.OPTIMIZER, MOMENTUM, WD,
+    NESTEROV).
+
+    Args:
+        cfg (CfgNode): the config.
+        model (nn.Module): the (wrapped) training module.
+        base_lr (float): initial learning rate.
+    """
+    if cfg.TRAIN.OPTIMIZER != 'sgd':
+        raise ValueError(f"TRAIN.OPTIMIZER {cfg.TRAIN.OPTIMIZER!r} is not supported: use 'sgd'")
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=base_lr, momentum=cfg.TRAIN.MOMENTUM,
+                           weight_decay=cfg.TRAIN.WD, nesterov=cfg.TRAIN.NESTEROV)
+
+
+def save_checkpoint(path, state, full_model, optimizer):
+    """Write ``checkpoint.pth.tar`` atomically: epoch, iteration, best_mIoU, state_dict
+    (FullModel format) and optimizer.
+
+    Args:
+        path (str): destination.
+        state (TrainState): progress after the epoch just finished.
+        full_model (FullModel): the unwrapped training module.
+        optimizer (torch.optim.Optimizer): its optimiser.
+    """
+    atomic_torch_save({'epoch': state.epoch, 'iteration': state.iteration,
+                       'best_mIoU': state.best_miou, 'state_dict': full_model.state_dict(),
+                       'optimizer': optimizer.state_dict()}, path)
+
+
+def load_checkpoint(path, full_model, optimizer=None):
+    """Restore a run from ``checkpoint.pth.tar`` (strict: the model must match).
+
+    Args:
+        path (str): the checkpoint.
+        full_model (FullModel): the unwrapped training module.
+        optimizer (torch.optim.Optimizer or None): restored too when given.
+
+    Returns:
+        TrainState: the progress stored in the checkpoint.
+    """
+    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    fix = (f'it was written by a run with another configuration: move it away, choose '
+           f'another OUTPUT_DIR, or set AUTO_RESUME False to start afresh (overwriting it)')
+    try:
+        full_model.load_state_dict(checkpoint['state_dict'])
+    except RuntimeError as e:
+        raise RuntimeError(f'{path} does not fit the model of this run; {fix}.\n{e}') from None
+    if optimizer is not None:
+        try:
+            optimizer.load_state_dict(checkpoint['optimizer'])
+        except ValueError as e:
+            raise ValueError(f'the optimiser state in {path} does not fit this run (were '
+                             f'TRAIN.EE_ONLY/ALLE_ONLY changed?); {fix}.\n{e}') from None
+    return TrainState(epoch=int(checkpoint['epoch']),
+                      iteration=int(checkpoint.get('iteration', 0)),
+                      best_miou=float(checkpoint['best_mIoU']))
+
+
+def plan_phases(cfg, ctx, build_loader):
+    """The main phase (TRAIN_SET for END_EPOCH epochs at LR, or EXTRA_LR with
+    EE_ONLY/ALLE_ONLY) and the optional extra phase (EXTRA_TRAIN_SET for EXTRA_EPOCH
+    epochs at EXTRA_LR).
+
+    Args:
+        cfg (CfgNode): the config.
+        ctx (DistContext): this process.
+        build_loader (callable): list path -> training DataLoader.
+    """
+    t = cfg.TRAIN
+    if t.EXTRA_EPOCH > 0 and not cfg.DATASET.EXTRA_TRAIN_SET:
+        raise ValueError(f'TRAIN.EXTRA_EPOCH is {t.EXTRA_EPOCH} but DATASET.EXTRA_TRAIN_SET is '
+                         'empty: set both, or TRAIN.EXTRA_EPOCH 0')
+    phases = []
+    for name, list_path, first, end, lr in (
+            ('train', cfg.DATASET.TRAIN_SET, 0, t.END_EPOCH,
+             t.EXTRA_LR if (t.EE_ONLY or t.ALLE_ONLY) else t.LR),
+            ('extra', cfg.DATASET.EXTRA_TRAIN_SET, t.END_EPOCH, t.END_EPOCH + t.EXTRA_EPOCH,
+             t.EXTRA_LR)):
+        if end <= first:
+            continue
+        loader = build_loader(list_path)
+        iters = iterations_per_epoch(len(loader.dataset), t.BATCH_SIZE_PER_GPU, ctx.world_size)
+        phases.append(Phase(name, loader, first, end, lr, iters))
+    return phases
+
+
+def train(cfg, cfg_path, ctx):
+    """Run (or resume) the training described by ``cfg`` and evaluate the result.
+
+    Args:
+        cfg (CfgNode): the merged, frozen config.
+        cfg_path (str): the ``--cfg`` file (its stem names the output directory).
+        ctx (DistContext): this process, from ``utils.distributed.init_distributed``.
+
+    Returns:
+        dict: the final evaluation (see ``core.testing.evaluate_model``).
+    """
+    out_dir = run_directory(cfg, cfg_path)
+    stem = os.path.splitext(os.path.basename(cfg_path))[0]
+    log_file = setup_logger(out_dir, stem, 'train', ctx.is_main)
+    if ctx.is_main:
+        logger.info(f'output directory {out_dir}, log file {log_file}')
+        logger.info(f'{ctx.world_size} process(es) on {ctx.device.type}')
+        logger.info(cfg.dump())
+        atomic_write_text(os.path.join(out_dir, RUN_CONFIG), cfg.dump())
+    apply_cudnn(cfg)
+
+    seed_everything(INIT_SEED)
+    network = models.get_seg_model(cfg)
+    full_model = FullModel(network, build_criterion(cfg, CITYSCAPES_CLASS_WEIGHTS))
+    trainable = select_trainable(network, cfg.TRAIN.EE_ONLY, cfg.TRAIN.ALLE_ONLY)
+
+    def build_loader(list_path):
+        dataset = datasets.build_dataset(cfg, list_path, train=True)
+        logger.info(f'training set {dataset}')
+        return train_loader(dataset, cfg.TRAIN.BATCH_SIZE_PER_GPU, ctx, cfg.TRAIN.SHUFFLE,
+                            cfg.WORKERS, cfg.PIN_MEMORY)
+
+    phases = plan_phases(cfg, ctx, build_loader)
+    end_epoch = phases[-1].end_epoch if phases else 0
+    val_loader = None
+    if cfg.TRAIN.EVAL_INTERVAL > 0:
+        val_set = datasets.build_dataset(cfg, cfg.DATASET.TEST_SET, train=False)
+        val_loader = eval_loader(val_set, cfg.TEST.BATCH_SIZE_PER_GPU, ctx, cfg.WORKERS,
+                                 cfg.PIN_MEMORY)
+
+    # Without the RBF fill, masked convolutions' Lambda gets no gradient.
+    unused = cfg.MASK.USE and cfg.MASK.INTERPOLATION != 'rbf'
+    model = wrap_model(full_model, ctx, find_unused_parameters=unused)
+    full_model = unwrap(model)
+    optimizer = build_optimizer(cfg, model, phases[0].base_lr if phases else cfg.TRAIN.LR)
+
+    checkpoint_path = os.path.join(out_dir, CHECKPOINT)
+    state = TrainState(epoch=cfg.TRAIN.BEGIN_EPOCH)
+    resume = (cfg.AUTO_RESUME or cfg.TRAIN.RESUME) and os.path.isfile(checkpoint_path)
+    if resume:
+        # Every process reads the same file, so the replicas stay identical.
+        state = load_checkpoint(checkpoint_path, full_model, optimizer)
+        logger.info(f'resuming from {checkpoint_path}: {state.epoch} epoch(s) done, '
+                    f'{state.iteration} steps, best mean mIoU {state.best_miou:.4f}')
+    elif os.path.isfile(checkpoint_path):
+        logger.warning(f'{checkpoint_path} exists and will be overwritten (set AUTO_RESUME '
+                       'True to continue that run instead)')
+    writer = tensorboard_writer(tensorboard_directory(cfg, cfg_path), ctx.is_main,
+                                purge_step=state.iteration if resume else None)
+
+    for epoch in range(state.epoch, end_epoch):
+        phase = next(p for p in phases if p.first_epoch <= epoch < p.end_epoch)
+        # Data order, augmentation and workers' seeds depend only on (epoch, rank), so a
+        # resumed run repeats exactly what the interrupted one would have done.
+        seed_everything(epoch * EPOCH_SEED_STRIDE + ctx.rank)
+        phase.loader.sampler.set_epoch(epoch)
+        try:
+            stats = train_one_epoch(
+                model, phase.loader, optimizer, epoch=epoch, base_lr=phase.base_lr,
+                max_it=phase.max_it, first_it=(epoch - phase.first_epoch) * phase.epoch_iters,
+                ctx=ctx, trainable=trainable, writer=writer, global_step=state.iteration,
+                print_freq=cfg.PRINT_FREQ, num_epochs=end_epoch)
+        except NonFiniteLossError:
+            logger.error(f'training stopped; the last good checkpoint {checkpoint_path} '
+                         f'({state.epoch} epochs) is intact')
+            raise
+        state.iteration = stats['global_step']
+        logger.info(f'epoch {epoch + 1}/{end_epoch} ({phase.name}) mean loss {stats["loss"]:.4f}')
+
+        if val_loader is not None and (epoch + 1) % cfg.TRAIN.EVAL_INTERVAL == 0:
+            matrices = evaluate(full_model.model, val_loader, cfg.DATASET.NUM_CLASSES,
+                                cfg.TRAIN.IGNORE_LABEL, ctx, desc='val')
+            mious = [m.mean_iou() for m in matrices]
+            mean = sum(mious) / len(mious)
+            logger.info('validation mIoU per exit: ' + ' / '.join(f'{m * 100:.2f}' for m in mious)
+                        + f' (mean {mean * 100:.2f}, best {max(mean, state.best_miou) * 100:.2f})')
+            if writer is not None:
+                # Step of the epoch's last iteration: a resume purges steps >= its start.
+                for k, m in enumerate(mious, start=1):
+                    writer.add_scalar(f'valid/mIoU_exit{k}', m, state.iteration - 1)
+                writer.add_scalar('valid/mIoU_mean', mean, state.iteration - 1)
+            if mean > state.best_miou:
+                state.best_miou = mean
+                if ctx.is_main:
+                    atomic_torch_save(full_model.state_dict(), os.path.join(out_dir, BEST))
+
+        state.epoch = epoch + 1
+        if ctx.is_main:
+            save_checkpoint(checkpoint_path, state, full_model, optimizer)
+            if writer is not None:
+                writer.flush()
+        barrier()
+
+    if ctx.is_main:
+        if not os.path.isfile(checkpoint_path):  # nothing trained (END_EPOCH 0)
+            save_checkpoint(checkpoint_path, state, full_model, optimizer)
+        atomic_torch_save(full_model.state_dict(), os.path.join(out_dir, FINAL_STATE))
+        logger.info(f'training done: {os.path.join(out_dir, FINAL_STATE)}')
+        if writer is not None:
+            writer.close()
+    barrier()
+    return evaluate_model(full_model.model, cfg, out_dir, ctx)
