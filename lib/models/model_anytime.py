@@ -9,7 +9,9 @@ copy aggregation keeps exit j's logits at the pixels it was confident about.
     model = get_seg_model(cfg)
     outs = model(images)               # [out1, out2, out3, out4], logits at 1/4 size
     outs = model(images, stop_at=2)    # [out1, out2]; nothing after exit 2 runs
+    for logits in model.iter_exits(images): ...   # exits as they come
 """
+import itertools
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -155,15 +157,19 @@ class AnytimeHRNet(nn.Module):
         ``stop_at`` do not run."""
         if stop_at not in range(1, NUM_EXITS + 1):
             raise ValueError(f'stop_at must be 1..{NUM_EXITS}, got {stop_at}')
+        return list(itertools.islice(self.iter_exits(x), stop_at))
+
+    def iter_exits(self, x):
+        """Yield the logits of exit 1, 2, 3, 4 as each is ready. The network runs only as
+        far as the caller iterates, so stopping early (e.g. at a deadline) skips the rest."""
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))  # N x 64 x H/4 x W/4
         branches = [self.layer1(x)]
         logits = self.exit1(exit_input(branches, detach=self.early_detach))
-        outputs = [logits]
-        for j in range(1, stop_at):
+        yield logits
+        for j in range(1, NUM_EXITS):
             branches, logits = self._run_segment(j, branches, logits)
-            outputs.append(logits)
-        return outputs
+            yield logits
 
     def _run_segment(self, j, branches, logits):
         """Segment j: transition_j, stage_{j+1} and exit j+1, masked by exit j's logits."""

@@ -199,3 +199,16 @@ def test_loss_drives_the_classifier():
     loss = sum(F.cross_entropy(o, y) for o in model(x))
     loss.backward()
     assert model.last_layer[3].weight.grad.abs().sum() > 0
+
+
+def test_iter_exits_runs_only_as_far_as_the_caller_reads():
+    model = tiny_model('adpc').eval()
+    x = torch.randn(1, 3, 64, 64)
+    ran = []
+    model.stage3.register_forward_hook(lambda *a: ran.append('stage3'))
+    exits = model.iter_exits(x)
+    first, second = next(exits), next(exits)
+    exits.close()
+    assert ran == [] and all(slot.masks is None for slot in model.mask_slots)
+    full = model(x)
+    assert torch.equal(first, full[0]) and torch.equal(second, full[1]) and ran == ['stage3']
