@@ -1,0 +1,101 @@
+import argparse
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from utils import distributed
+from utils.distributed import DistContext, add_launcher_arguments, init_distributed
+
+LAUNCH_VARS = ('WORLD_SIZE', 'RANK', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in LAUNCH_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize('flag', ['--local-rank=1', '--local_rank=1'])
+def test_both_spellings_of_the_legacy_launcher_argument(flag):
+    parser = add_launcher_arguments(argparse.ArgumentParser())
+    parser.add_argument('opts', nargs=argparse.REMAINDER)
+    args = parser.parse_args([flag, 'TRAIN.LR', '0.1'])
+    assert args.local_rank == 1 and args.opts == ['TRAIN.LR', '0.1']
+
+
+def test_plain_python_is_a_single_cpu_process(clean_env):
+    ctx = init_distributed(None)
+    assert ctx == DistContext(0, 1, 0, torch.device('cpu'))
+    assert ctx.is_main and not ctx.distributed
+
+
+def test_launcher_with_one_process_needs_no_process_group(clean_env):
+    clean_env.setenv('WORLD_SIZE', '1')
+    clean_env.setenv('RANK', '0')
+    clean_env.setenv('LOCAL_RANK', '0')
+    ctx = init_distributed(local_rank=0)
+    assert not ctx.distributed and not torch.distributed.is_initialized()
+
+
+def test_several_processes_without_rendezvous_address_say_how_to_launch(clean_env):
+    clean_env.setenv('WORLD_SIZE', '2')
+    clean_env.setenv('RANK', '1')
+    with pytest.raises(RuntimeError, match='torchrun --nproc_per_node'):
+        init_distributed()
+
+
+def test_wrap_model_is_identity_on_one_process():
+    model = torch.nn.Linear(2, 2)
+    wrapped = distributed.wrap_model(model, DistContext())
+    assert wrapped is model and distributed.unwrap(wrapped) is model
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, port, out_path):
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'lib'))
+    os.environ.update(WORLD_SIZE='2', RANK=str(rank), LOCAL_RANK=str(rank),
+                      MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    from core.loaders import ShardSampler
+    from core.metrics import ConfusionMatrix, FlopsMeter
+    from utils.distributed import cleanup, init_distributed
+    ctx = init_distributed()
+    try:
+        labels = torch.arange(5) % 3  # 5 "images" of one pixel each
+        mine = list(ShardSampler(5, ctx.rank, ctx.world_size))
+        cm = ConfusionMatrix(3)
+        meter = FlopsMeter(lambda m, x: {'gflops': [float(x.item())] * 4, 'params': [7] * 4},
+                           per_image=True)
+        for i in mine:
+            cm.update(torch.nn.functional.one_hot(labels[i:i + 1], 3).float().view(1, 3, 1, 1),
+                      labels[i:i + 1].view(1, 1, 1))
+            meter.update(None, torch.tensor([[[[float(i)]]]]))
+        cm.reduce_from_all_processes()
+        meter.reduce_from_all_processes(4)
+        if ctx.is_main:
+            torch.save({'mat': cm.mat, 'gflops': meter.gflops(), 'count': meter.count,
+                        'params': meter.params, 'shards': mine}, out_path)
+    finally:
+        cleanup()
+
+
+def test_two_gloo_processes_sum_confusion_matrices_and_flops_exactly(tmp_path):
+    out = str(tmp_path / 'rank0.pt')
+    mp.spawn(_worker, args=(_free_port(), out), nprocs=2, join=True)
+    result = torch.load(out, weights_only=True)
+    # Every image counted once over both shards (no padding duplicates).
+    assert result['shards'] == [0, 2, 4]
+    assert torch.equal(result['mat'], torch.diag(torch.tensor([2, 2, 1])))
+    assert result['count'] == 5
+    assert result['gflops'] == pytest.approx([2.0] * 4)  # mean of 0..4
+    assert result['params'] == [7] * 4
