@@ -1,0 +1,11 @@
+"""Data: Cityscapes lists, label mapping, sample preparation and a synthetic generator.
+
+    from datasets import build_dataset
+    train_set = build_dataset(cfg, cfg.DATASET.TRAIN_SET, train=True)
+"""
+from . import cityscapes
+from .build import DATASETS, build_dataset
+from .cityscapes import CITYSCAPES_CLASS_WEIGHTS, Cityscapes
+
+__all__ = ['build_dataset', 'DATASETS', 'Cityscapes', 'CITYSCAPES_CLASS_WEIGHTS',
+           'cityscapes']

@@ -1,0 +1,49 @@
+"""Turn the configuration into a data set: the one place where data keys are read."""
+from .cityscapes import Cityscapes
+
+# DATASET.DATASET → data set class.
+DATASETS = {'cityscapes': Cityscapes}
+
+
+def build_dataset(cfg, list_path, train):
+    """Build the data set named by ``DATASET.DATASET`` from the configuration.
+
+    Training reads TRAIN.{IMAGE_SIZE [w, h], BASE_SIZE, MULTI_SCALE, SCALE_FACTOR, FLIP,
+    DOWNSAMPLERATE, NUM_SAMPLES}; evaluation takes whole images and reads
+    TEST.{IMAGE_SIZE, BASE_SIZE, NUM_SAMPLES}, with labels at full resolution, as the
+    original release did. Both read DATASET.{ROOT, NUM_CLASSES} and TRAIN.IGNORE_LABEL.
+
+    Args:
+        cfg (yacs.config.CfgNode): the merged configuration.
+        list_path (str): list file relative to DATASET.ROOT, e.g. ``cfg.DATASET.TRAIN_SET``.
+        train (bool): True for the augmented training set, False for evaluation.
+
+    Returns:
+        torch.utils.data.Dataset: e.g. a `Cityscapes` instance.
+
+    Raises:
+        ValueError: DATASET.DATASET is not a known data set, or an IMAGE_SIZE is not [w, h].
+    """
+    name = cfg.DATASET.DATASET
+    if name not in DATASETS:
+        raise ValueError(f'DATASET.DATASET is {name!r}; known data sets: '
+                         f'{", ".join(sorted(DATASETS))}.')
+    section, node = ('TRAIN', cfg.TRAIN) if train else ('TEST', cfg.TEST)
+    if len(node.IMAGE_SIZE) != 2:
+        raise ValueError(f'{section}.IMAGE_SIZE must be [width, height], '
+                         f'got {list(node.IMAGE_SIZE)}.')
+    width, height = node.IMAGE_SIZE
+    common = dict(num_classes=cfg.DATASET.NUM_CLASSES,
+                  ignore_label=cfg.TRAIN.IGNORE_LABEL,
+                  crop_size=(height, width),
+                  base_size=node.BASE_SIZE,
+                  num_samples=node.NUM_SAMPLES)
+    if train:
+        return DATASETS[name](cfg.DATASET.ROOT, list_path, train=True,
+                              multi_scale=cfg.TRAIN.MULTI_SCALE,
+                              scale_factor=cfg.TRAIN.SCALE_FACTOR,
+                              flip=cfg.TRAIN.FLIP,
+                              downsample_rate=cfg.TRAIN.DOWNSAMPLERATE,
+                              **common)
+    return DATASETS[name](cfg.DATASET.ROOT, list_path, train=False, multi_scale=False,
+                          flip=False, downsample_rate=1, **common)
