@@ -1,0 +1,25 @@
+"""Write the Cityscapes list files of a data root.
+
+    python tools/make_cityscapes_lists.py --root data/
+
+scans data/cityscapes/leftImg8bit/{train,val,test}/ (with the matching gtFine labelIds)
+and writes data/list/cityscapes/{train,val,trainval,test}.lst.
+"""
+import argparse
+
+import _init_paths  # noqa: F401  (puts lib/ on sys.path)
+from datasets.lists import LIST_DIR, make_cityscapes_lists
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--root', required=True,
+                        help='data root containing cityscapes/ (DATASET.ROOT)')
+    args = parser.parse_args()
+    counts = make_cityscapes_lists(args.root)
+    for name, count in counts.items():
+        print(f'{args.root}/{LIST_DIR}/{name}.lst: {count} samples')
+
+
+if __name__ == '__main__':
+    main()
