@@ -68,7 +68,8 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
         ctx (DistContext): this process.
         trainable (list[nn.Module] or None): see :func:`set_train_mode`.
         writer (SummaryWriter or None): TensorBoard writer (rank 0).
-        global_step (int): optimiser steps taken so far in the run (TensorBoard x axis).
+        global_step (int): optimiser steps taken so far in the run; step i of the run is
+            logged to TensorBoard at x = i (0-based).
         print_freq (int): PRINT_FREQ.
         num_epochs (int or None): total epochs, for messages.
 
@@ -101,6 +102,7 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
         optimizer.step()
         lr = poly_lr(base_lr, it, max_it)
         set_lr(optimizer, lr)
+        step = global_step  # 0-based index of this step in the run (TensorBoard x axis)
         global_step += 1
 
         values = values.cpu()
@@ -114,10 +116,10 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
                         f'time {time.time() - tic:.1f}s lr {lr:.6f} loss {values[0].item():.4f} '
                         f'(exits {exits})')
             if writer is not None:
-                writer.add_scalar('train/loss', values[0].item(), global_step)
-                writer.add_scalar('train/lr', lr, global_step)
+                writer.add_scalar('train/loss', values[0].item(), step)
+                writer.add_scalar('train/lr', lr, step)
                 for k, v in enumerate(values[1:].tolist(), start=1):
-                    writer.add_scalar(f'train/loss_exit{k}', v, global_step)
+                    writer.add_scalar(f'train/loss_exit{k}', v, step)
     bar.close()
     means = (sums / max(count, 1)).tolist() if sums is not None else []
     return {'loss': means[0] if means else float('nan'), 'exit_losses': means[1:],
