@@ -16,7 +16,7 @@ import torch
 import datasets
 import models
 from datasets.cityscapes import CITYSCAPES_CLASS_WEIGHTS
-from utils.distributed import barrier, unwrap, wrap_model
+from utils.distributed import barrier, broadcast_buffers, unwrap, wrap_model
 from utils.io import atomic_torch_save, atomic_write_text, run_directory, tensorboard_directory
 from utils.logger import setup_logger, tensorboard_writer
 from utils.runtime import apply_cudnn, seed_everything
@@ -268,6 +268,8 @@ def train(cfg, cfg_path, ctx):
         state.iteration = stats['global_step']
         logger.info(f'epoch {epoch + 1}/{end_epoch} ({phase.name}) mean loss {stats["loss"]:.4f}')
 
+        # Every process evaluates with the BatchNorm statistics that rank 0 saves.
+        broadcast_buffers(full_model)
         if val_loader is not None and (epoch + 1) % cfg.TRAIN.EVAL_INTERVAL == 0:
             matrices = evaluate(full_model.model, val_loader, cfg.DATASET.NUM_CLASSES,
                                 cfg.TRAIN.IGNORE_LABEL, ctx, desc='val')

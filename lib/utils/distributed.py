@@ -145,6 +145,20 @@ def all_reduce(tensor, op='sum'):
     return work.to(tensor.device)
 
 
+def broadcast_buffers(module, src=0):
+    """Copy every buffer of ``module`` (BatchNorm statistics, ...) from rank ``src`` to
+    all processes.
+
+    DistributedDataParallel only broadcasts buffers at the start of a training forward,
+    so after the last step every process holds the statistics of its own last batch.
+    Evaluation (and the checkpoint, written by rank 0) must use rank 0's.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=src)
+
+
 def wrap_model(model, ctx, find_unused_parameters=False):
     """Prepare a module for training on ``ctx``: moved to its device and, when several
     processes train, BatchNorm made synchronous (CUDA only) and the module wrapped in
