@@ -1,0 +1,220 @@
+"""End to end on a small synthetic Cityscapes: 2-process gloo training through torchrun,
+evaluation with tools/test_ee.py and tools/test.py, and resume after kill -9."""
+import glob
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from datasets.synthetic import generate_synthetic_cityscapes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = os.path.join(ROOT, 'experiments', 'synthetic', 'tiny_adpc.yaml')
+# 24 training images, 2 per process on 2 processes: 6 iterations per epoch.
+SMALL = ['TRAIN.END_EPOCH', '2', 'TRAIN.EVAL_INTERVAL', '1', 'TRAIN.BATCH_SIZE_PER_GPU', '2',
+         'PRINT_FREQ', '1', 'AUTO_RESUME', 'True']
+ENV = dict(os.environ, CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+RUN_TIMEOUT = 300
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('synthetic'))
+    generate_synthetic_cityscapes(root, num_train=24, num_val=4, num_test=2, height=64, width=128)
+    return root
+
+
+def train_command(data_root, output_dir):
+    return [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node',
+            '2', 'tools/train_ee.py', '--cfg', TINY, 'DATASET.ROOT', data_root,
+            'OUTPUT_DIR', output_dir] + SMALL
+
+
+def run(command):
+    proc = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT)
+    assert proc.returncode == 0, f'{command} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}'
+    return proc
+
+
+def run_dir(output_dir):
+    return os.path.join(output_dir, 'cityscapes', 'tiny_adpc')
+
+
+@pytest.fixture(scope='module')
+def reference_run(data_root, tmp_path_factory):
+    output_dir = str(tmp_path_factory.mktemp('reference'))
+    proc = run(train_command(data_root, output_dir))
+    return run_dir(output_dir), proc.stdout + proc.stderr
+
+
+def event_tags(folder):
+    """Scalar tags of the TensorBoard event files in ``folder`` (TFRecord framing)."""
+    from tensorboardX.proto.event_pb2 import Event
+    tags = set()
+    for path in glob.glob(os.path.join(folder, 'events.out.tfevents.*')):
+        data, pos = open(path, 'rb').read(), 0
+        while pos < len(data):
+            (length,) = struct.unpack('<Q', data[pos:pos + 8])
+            event = Event.FromString(data[pos + 12:pos + 12 + length])
+            tags.update(value.tag for value in event.summary.value)
+            pos += 12 + length + 4
+    return tags
+
+
+def read_result(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_torchrun_training_writes_every_output(reference_run):
+    out, log = reference_run
+    for name in ('config.yaml', 'checkpoint.pth.tar', 'final_state.pth', 'best.pth',
+                 'result.txt', 'test_stats.json'):
+        assert os.path.isfile(os.path.join(out, name)), name
+
+    checkpoint = torch.load(os.path.join(out, 'checkpoint.pth.tar'), weights_only=True)
+    assert checkpoint['epoch'] == 2 and checkpoint['iteration'] == 12
+    assert set(checkpoint) == {'epoch', 'iteration', 'best_mIoU', 'state_dict', 'optimizer'}
+    final = torch.load(os.path.join(out, 'final_state.pth'), weights_only=True)
+    assert 'loss.criterion.weight' in final
+    assert all(k.startswith('model.') for k in final if k != 'loss.criterion.weight')
+    assert any(k.endswith('.Lambda') for k in final)  # the ADP-C variant was trained
+
+    result = read_result(os.path.join(out, 'result.txt'))
+    assert re.fullmatch(r'\d+\.\d\d(\t\d+\.\d\d){4}', result), result
+    values = [float(v) for v in result.split('\t')]
+    assert values[4] == pytest.approx(np.mean(values[:4]), abs=0.01)
+    assert checkpoint['best_mIoU'] * 100 >= values[4] - 0.01  # the last epoch was validated
+
+    with open(os.path.join(out, 'test_stats.json')) as f:
+        stats = json.load(f)
+    assert set(stats) == {'params', 'flops', 'Gflops', 'Gflops_mean', 'Mparams'}
+    assert all(len(stats[k]) == 4 for k in ('params', 'flops', 'Gflops', 'Mparams'))
+    # After 2 epochs exit 1 is confident nowhere (max probability < CONF_THRE), so every
+    # later exit computes all pixels and costs more than the one before.
+    assert all(a < b for a, b in zip(stats['Gflops'], stats['Gflops'][1:])), stats['Gflops']
+    assert stats['Gflops'][0] > 0 and stats['params'] == sorted(set(stats['params']))
+    assert stats['Gflops_mean'] == pytest.approx(np.mean(stats['Gflops']))
+
+    logs = glob.glob(os.path.join(out, 'tiny_adpc_*_train.log'))
+    assert len(logs) == 1
+    text = read_result(logs[0])
+    assert text.count('validation mIoU per exit') == 2
+    assert '2 process(es) on cpu' in text
+    assert 'averaged over 4 images, batch 1' in text  # mask-aware FLOPs per image
+    assert event_tags(out) >= {'train/loss', 'train/lr', 'valid/mIoU_mean'} | \
+        {f'train/loss_exit{k}' for k in range(1, 5)} | {f'valid/mIoU_exit{k}' for k in range(1, 5)}
+
+
+@pytest.mark.parametrize('tool', ['tools/test_ee.py', 'tools/test.py'])
+def test_evaluating_final_state_reproduces_result(reference_run, data_root, tmp_path, tool):
+    out, _ = reference_run
+    proc = run([sys.executable, tool, '--cfg', TINY, 'DATASET.ROOT', data_root,
+                'OUTPUT_DIR', str(tmp_path), 'TEST.MODEL_FILE', os.path.join(out, 'final_state.pth')])
+    mine = run_dir(str(tmp_path))
+    assert read_result(os.path.join(mine, 'result.txt')) == read_result(os.path.join(out, 'result.txt'))
+    with open(os.path.join(mine, 'test_stats.json')) as f, \
+            open(os.path.join(out, 'test_stats.json')) as g:
+        assert json.load(f) == pytest.approx(json.load(g))
+    assert 'class IoU' in proc.stdout and 'GFLOPs per exit' in proc.stdout
+    assert 'road' in proc.stdout  # per-class table names the classes
+
+
+def test_legacy_launcher_on_a_run_config_writes_into_the_run(reference_run):
+    out, _ = reference_run
+    result = os.path.join(out, 'result.txt')
+    expected, before = read_result(result), os.stat(result).st_mtime_ns
+    proc = run([sys.executable, '-m', 'torch.distributed.launch', 'tools/test_ee.py',
+                '--cfg', os.path.join(out, 'config.yaml')])
+    assert os.stat(result).st_mtime_ns > before
+    assert read_result(result) == expected
+    assert glob.glob(os.path.join(out, 'config_*_test.log'))
+    assert f'weights: {os.path.join(out, "final_state.pth")}' in proc.stdout
+
+
+def process_tree(pid):
+    """``pid`` and all its descendants (Linux /proc). torchrun starts its workers in
+    sessions of their own, so killing torchrun's process group would not reach them."""
+    children = {}
+    for stat in glob.glob('/proc/[0-9]*/stat'):
+        try:
+            with open(stat) as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.split('/')[2]))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
+
+
+def kill_tree(pid):
+    """SIGKILL ``pid`` and its descendants, as a crash of the machine would."""
+    for p in process_tree(pid):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def wait_for(predicate, proc, timeout=RUN_TIMEOUT):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return predicate()
+        time.sleep(0.02)
+    return False
+
+
+def test_resume_after_kill_mid_epoch_ends_as_if_never_stopped(reference_run, data_root, tmp_path):
+    reference, _ = reference_run
+    command = train_command(data_root, str(tmp_path))
+    out = run_dir(str(tmp_path))
+
+    def in_second_epoch():
+        logs = glob.glob(os.path.join(out, '*_train.log'))
+        return bool(logs) and 'Epoch [2/2] Iter [1/' in read_result(logs[0])
+
+    proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        reached = wait_for(in_second_epoch, proc)
+        workers = process_tree(proc.pid)[1:]
+    finally:
+        kill_tree(proc.pid)
+        proc.wait()
+    assert reached, 'the run never reached its second epoch'
+    assert len(workers) >= 2
+    assert wait_for(lambda: not any(os.path.exists(f'/proc/{p}') for p in workers), None, 30)
+    assert not os.path.exists(os.path.join(out, 'final_state.pth')), 'killed too late'
+    checkpoint = torch.load(os.path.join(out, 'checkpoint.pth.tar'), weights_only=True)
+    assert checkpoint['epoch'] == 1 and checkpoint['iteration'] == 6
+
+    proc = run(command)
+    logs = sorted(glob.glob(os.path.join(out, '*_train.log')))
+    assert any('resuming from' in read_result(p) and '1 epoch(s) done' in read_result(p)
+               for p in logs), proc.stdout[-3000:]
+
+    resumed = torch.load(os.path.join(out, 'final_state.pth'), weights_only=True)
+    uninterrupted = torch.load(os.path.join(reference, 'final_state.pth'), weights_only=True)
+    assert resumed.keys() == uninterrupted.keys()
+    for key in resumed:
+        assert torch.allclose(resumed[key].float(), uninterrupted[key].float(), atol=1e-6), key
+    assert read_result(os.path.join(out, 'result.txt')) == \
+        read_result(os.path.join(reference, 'result.txt'))
+    checkpoint = torch.load(os.path.join(out, 'checkpoint.pth.tar'), weights_only=True)
+    assert checkpoint['epoch'] == 2 and checkpoint['iteration'] == 12
