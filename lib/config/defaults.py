@@ -49,6 +49,7 @@ _C.MASK.CONF_THRE = 0.0  # CRIT conf_thre: compute a pixel while its max probabi
 _C.MASK.ENTROPY_THRE = 0.0  # CRIT entropy_thre: compute a pixel while its entropy >= this
 _C.MASK.CRIT = 'conf_thre'  # confidence criterion: 'conf_thre' or 'entropy_thre'
 _C.MASK.AGGR = 'copy'  # aggregation of exits: 'copy' (keep confident earlier logits) or 'none'
+_C.MASK.EXECUTION = 'auto'  # inference of masked convs: 'dense', 'sparse' (active pixels only), 'auto' (per layer)
 
 _C.LOSS = CN()
 _C.LOSS.USE_OHEM = False  # online hard example mining instead of plain cross-entropy

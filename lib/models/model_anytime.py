@@ -24,6 +24,7 @@ from .exits import make_exit, original_head
 from .hrnet import BLOCKS, Bottleneck, apply_transition, batch_norm, make_layer, make_stage, \
     make_transition, upsample_to
 from .masked_conv import MaskedConv2d, MaskSlot
+from .sparse import ExecutionPolicy, check_execution, run_segment
 from utils.checkpoint import load_pretrained
 
 logger = logging.getLogger(__name__)
@@ -79,12 +80,15 @@ class AnytimeHRNet(nn.Module):
         mask_threshold (float): MASK.CONF_THRE or MASK.ENTROPY_THRE.
         rbf_fill (bool): MASK.INTERPOLATION == 'rbf'.
         aggregation (str): MASK.AGGR, 'copy' or 'none'.
+        execution (str): MASK.EXECUTION, how masked convolutions run at inference:
+            'dense', 'sparse' or 'auto' (see ``models.sparse``). A plain attribute, so a
+            benchmark may switch it on one model; training always runs dense.
     """
 
     def __init__(self, stages, num_classes=19, exit_type='original', inter_channels=64,
                  final_conv_kernel=1, early_detach=False, use_masks=False,
                  mask_criterion='conf_thre', mask_threshold=0.0, rbf_fill=True,
-                 aggregation='copy'):
+                 aggregation='copy', execution='auto'):
         super().__init__()
         if len(stages) != NUM_EXITS:
             raise ValueError(f'MODEL.EXTRA needs STAGE1..STAGE{NUM_EXITS}, got {len(stages)}')
@@ -95,6 +99,7 @@ class AnytimeHRNet(nn.Module):
         self.mask_criterion = mask_criterion
         self.mask_threshold = mask_threshold
         self.aggregation = aggregation
+        self.execution = check_execution(execution)
         # One slot per segment after exits 1-3; empty except while its segment runs.
         self.mask_slots = [MaskSlot() for _ in range(NUM_EXITS - 1)]
 
@@ -152,31 +157,49 @@ class AnytimeHRNet(nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-    def forward(self, x, stop_at=NUM_EXITS):
+    def forward(self, x, stop_at=NUM_EXITS, masks=None):
         """Logits of exits 1..``stop_at`` (each N x classes x H/4 x W/4); layers after exit
-        ``stop_at`` do not run."""
+        ``stop_at`` do not run. ``masks``: see ``iter_exits``."""
         if stop_at not in range(1, NUM_EXITS + 1):
             raise ValueError(f'stop_at must be 1..{NUM_EXITS}, got {stop_at}')
-        return list(itertools.islice(self.iter_exits(x), stop_at))
+        return list(itertools.islice(self.iter_exits(x, masks), stop_at))
 
-    def iter_exits(self, x):
+    def iter_exits(self, x, masks=None):
         """Yield the logits of exit 1, 2, 3, 4 as each is ready. The network runs only as
-        far as the caller iterates, so stopping early (e.g. at a deadline) skips the rest."""
+        far as the caller iterates, so stopping early (e.g. at a deadline) skips the rest.
+
+        ``masks`` (benchmarks and tests only): three mask providers (``at(size)`` -> N x 1 x
+        h x w) that replace the confidence masks of segments 1-3, to run masked models at
+        chosen densities; ignored without MASK.USE."""
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))  # N x 64 x H/4 x W/4
         branches = [self.layer1(x)]
         logits = self.exit1(exit_input(branches, detach=self.early_detach))
         yield logits
         for j in range(1, NUM_EXITS):
-            branches, logits = self._run_segment(j, branches, logits)
+            branches, logits = self._run_segment(j, branches, logits,
+                                                 None if masks is None else masks[j - 1])
             yield logits
 
-    def _run_segment(self, j, branches, logits):
-        """Segment j: transition_j, stage_{j+1} and exit j+1, masked by exit j's logits."""
+    def _run_segment(self, j, branches, logits, masks=None):
+        """Segment j: transition_j, stage_{j+1} and exit j+1, masked by exit j's logits
+        (or by ``masks`` when given)."""
         slot = self.mask_slots[j - 1]
-        masks = None
-        if self.use_masks:
+        if not self.use_masks:
+            masks = None
+        elif masks is None:
             masks = ConfidenceMasks(logits, self.mask_criterion, self.mask_threshold)
+        if masks is not None and self.execution != 'dense' and not self.training \
+                and not torch.is_grad_enabled():
+            # Inference: compute only where the masks are 1 (no gradients needed).
+            branches, out = run_segment(
+                getattr(self, f'transition{j}'), getattr(self, f'stage{j + 1}'),
+                getattr(self, self.exit_name(j + 1)), branches, masks,
+                ExecutionPolicy.for_device(self.execution, logits.device),
+                need_out='active' if self.aggregation == 'copy' else 'full')
+            if self.aggregation == 'copy':
+                out = copy_aggregate(logits, out, masks.at(out.shape[-2:]))
+            return branches, out
         slot.masks = masks
         try:
             branches = apply_transition(getattr(self, f'transition{j}'), branches)
@@ -213,7 +236,8 @@ def build_model(cfg):
         mask_criterion=crit,
         mask_threshold=cfg.MASK.CONF_THRE if crit == 'conf_thre' else cfg.MASK.ENTROPY_THRE,
         rbf_fill=cfg.MASK.INTERPOLATION == 'rbf',
-        aggregation=cfg.MASK.AGGR)
+        aggregation=cfg.MASK.AGGR,
+        execution=cfg.MASK.EXECUTION)
 
 
 def get_seg_model(cfg):

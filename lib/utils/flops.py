@@ -74,12 +74,19 @@ def anytime_flops(model, x):
     handles = [m.register_forward_hook(hook) for m in part_of
                if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
     was_training = model.training
+    # The hooks count the modules that run; sparse execution bypasses them, and the
+    # accounting is the same whatever the execution, so count on the dense path.
+    execution = getattr(model, 'execution', None)
     model.eval()
     try:
+        if execution is not None:
+            model.execution = 'dense'
         with torch.no_grad():
             model(x)
     finally:
         model.train(was_training)
+        if execution is not None:
+            model.execution = execution
         for h in handles:
             h.remove()
     cumulative_flops, cumulative_params, f, p = [], [], 0, 0

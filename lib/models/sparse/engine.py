@@ -1,0 +1,377 @@
+"""Sparse inference of one segment of the anytime network (ADP-C Sec. 3.3, made fast).
+
+A segment (``transition_j``, ``stage_{j+1}``, exit j+1) runs with the masks of exit j.
+Every masked convolution computes its output only where its mask is 1 (gather + GEMM,
+BatchNorm folded in) and its RBF fill only at the skipped pixels that a later layer
+reads; the result equals the dense masked convolution ``y*m + R(y*m)*(1-m)`` there.
+
+Which pixels a layer's output must be right at (``need``):
+- 'full': everywhere (read by residuals, fuse layers, pooling, the next segment);
+- 'ring1': active pixels and skipped pixels next to one (read only by a 3x3, stride-1
+  convolution with the same mask, as inside a BasicBlock);
+- 'active': active pixels only (read only by a 1x1 convolution with the same mask, as in
+  the exit heads, or the exit's logits under copy aggregation, which keeps exit j's
+  logits wherever the mask is 0).
+
+Feature maps are N x C x H x W channels-last tensors, so that a map's pixels are the rows
+of an N*H*W x C matrix. Elementwise work (residual sums, ReLU, upsampling) stays dense
+on those maps; the exit heads never materialise their large concatenated input when
+they run sparse, but sample it at the active pixels.
+"""
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..masked_conv import MaskedConv2d
+from .geometry import RBF_RADIUS, SegmentGeometry, resample_matrix
+from .kernels import channels_last, flat_rows, fold_batch_norm, from_rows, gather_rows, \
+    gemm_weight, rbf_fill_rows, resample_rows, rows_matmul
+
+
+def _leaves(module):
+    """The leaf modules of nested Sequentials, in execution order."""
+    if isinstance(module, nn.Sequential):
+        for child in module:
+            yield from _leaves(child)
+    else:
+        yield module
+
+
+def _conv_geometry(conv):
+    k, s, p = conv.kernel_size, conv.stride, conv.padding
+    if isinstance(p, str) or k[0] != k[1] or s[0] != s[1] or p[0] != p[1] \
+            or conv.dilation != (1, 1) or conv.groups != 1:
+        raise NotImplementedError(f'sparse execution supports square, undilated, ungrouped '
+                                  f'convolutions; got {conv}')
+    return k[0], s[0], p[0]
+
+
+def _need_before(conv):
+    """What a layer whose only reader is ``conv`` (same mask) must compute."""
+    if not isinstance(conv, MaskedConv2d):
+        return 'full'
+    k, s, p = _conv_geometry(conv)
+    if s == 1 and k == 1 and p == 0:
+        return 'active'
+    if s == 1 and k == 3 and p == 1:
+        return 'ring1'
+    return 'full'
+
+
+def _conv_steps(leaves):
+    """Group leaves into (conv, bn, relu) steps; other leaves stand alone."""
+    steps, i = [], 0
+    while i < len(leaves):
+        m = leaves[i]
+        if isinstance(m, nn.Conv2d):
+            bn = leaves[i + 1] if i + 1 < len(leaves) and isinstance(leaves[i + 1],
+                                                                     nn.BatchNorm2d) else None
+            i += 1 + (bn is not None)
+            relu = i < len(leaves) and isinstance(leaves[i], nn.ReLU)
+            i += relu
+            steps.append((m, bn, relu))
+        else:
+            steps.append(m)
+            i += 1
+    return steps
+
+
+class LazyMap:
+    """A map defined as resampled sources concatenated along channels, not yet computed.
+
+    Exit heads start from the concatenation of all branches upsampled to branch 0's size
+    (720 channels at 1/4 resolution for W48) and often pool it right away; a sparse head
+    only needs that map at its active pixels, which ``rows`` samples directly.
+    """
+
+    def __init__(self, sources, size):
+        self.sources = [(x, [], tuple(x.shape[-2:])) for x in sources]
+        self.size = tuple(size)
+        self.batch = sources[0].shape[0]
+
+    def resize(self, size):
+        """Bilinear resize (align_corners False) of every source to ``size``."""
+        size = tuple(size)
+        self.sources = [(x, ops if now == size else ops + [('resize', size)], size)
+                        for x, ops, now in self.sources]
+        self.size = size
+
+    def pool2(self):
+        """2x2 average pooling with stride 2."""
+        self.sources = [(x, ops + [('pool2',)], (now[0] // 2, now[1] // 2))
+                        for x, ops, now in self.sources]
+        self.size = (self.size[0] // 2, self.size[1] // 2)
+
+    def materialise(self):
+        maps = []
+        for x, ops, _ in self.sources:
+            for op in ops:
+                if op[0] == 'pool2':
+                    x = F.avg_pool2d(x, 2, 2)
+                elif tuple(x.shape[-2:]) != op[1]:
+                    x = F.interpolate(x, size=op[1], mode='bilinear', align_corners=False)
+            maps.append(x)
+        out = maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
+        return channels_last(out)
+
+    def rows(self, rows):
+        """The map at flat ``rows`` only: n x C."""
+        parts = []
+        for x, ops, _ in self.sources:
+            if not ops and tuple(x.shape[-2:]) == self.size:
+                parts.append(flat_rows(channels_last(x)).index_select(0, rows))
+                continue
+            matrix = resample_matrix(rows, self.size, self.batch, tuple(x.shape[-2:]), ops,
+                                     x.dtype)
+            parts.append(resample_rows(matrix, flat_rows(channels_last(x))))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+class SegmentEngine:
+    """Runs the modules of one segment with its masks, sparse where the policy says so.
+
+    Args:
+        masks: the segment's mask provider (``ConfidenceMasks``: ``at(size)``).
+        policy (ExecutionPolicy): per-layer sparse/dense choice.
+
+    One engine serves one call: its geometry and folded weights are dropped with it.
+    """
+
+    def __init__(self, masks, policy):
+        self.geometry = SegmentGeometry(masks)
+        self.policy = policy
+        self._weights = {}
+
+    # -- convolutions -------------------------------------------------------------------
+
+    def _folded(self, conv, bn):
+        key = id(conv)
+        if key not in self._weights:
+            self._weights[key] = fold_batch_norm(conv, bn) + (None,)
+        return self._weights[key]
+
+    def _gemm_weight(self, conv, bn):
+        weight, inner, outer, gemm = self._folded(conv, bn)
+        if gemm is None:
+            gemm = gemm_weight(weight)
+            self._weights[id(conv)] = (weight, inner, outer, gemm)
+        return gemm
+
+    def _finish(self, conv, z, geom, bias, relu, residual, need):
+        """Add the RBF fill where needed, then the outer ``bias``, residual and ReLU, on a
+        full map ``z`` (N x C x h x w channels-last) that is zero at skipped pixels."""
+        z_rows = z.permute(0, 2, 3, 1).view(-1, z.shape[1])  # a view: writes reach z
+        if conv.rbf and need != 'active' and 0 < geom.density < 1:
+            pattern = self.geometry.fill(geom.size, RBF_RADIUS if need == 'full' else 1)
+            if pattern.rows.numel():
+                fill = rbf_fill_rows(pattern, z_rows, conv.Lambda, conv.square_dis)
+                z_rows.index_add_(0, pattern.rows, fill)
+        if bias is not None:
+            z.add_(bias.view(1, -1, 1, 1))
+        if residual is not None:
+            z.add_(residual)
+        if relu:
+            z.relu_()
+        return z
+
+    def _scatter(self, z_active, geom, channels, like):
+        """Full channels-last map, ``z_active`` at the active pixels and 0 elsewhere."""
+        z_rows = like.new_zeros(geom.numel, channels)
+        if z_active is not None and z_active.shape[0]:
+            z_rows.index_copy_(0, geom.active, z_active)
+        return from_rows(z_rows, geom.batch, geom.size)
+
+    def conv(self, conv, bn, x, relu=False, residual=None, need='full'):
+        """``relu(bn(conv(x)) + residual)`` for a (masked) convolution, right at the
+        pixels ``need`` names. ``x``: N x C x H x W channels-last."""
+        k, s, p = _conv_geometry(conv)
+        n, _, h, w = x.shape
+        out_size = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+        weight, inner, outer, _ = self._folded(conv, bn)
+        if not isinstance(conv, MaskedConv2d):
+            return self._plain(x, weight, inner, outer, s, p, relu, residual)
+        geom = self.geometry.mask(out_size)
+        if self.policy.sparse(conv, geom.density):
+            z_active = None
+            if geom.active.numel():
+                taps = self.geometry.taps(out_size, (h, w), k, s, p)
+                cols = gather_rows(flat_rows(x), taps)  # n_active x k*k*C_in
+                z_active = rows_matmul(cols, self._gemm_weight(conv, bn), inner)
+            z = self._scatter(z_active, geom, conv.out_channels, x)
+        else:
+            z = channels_last(F.conv2d(x, weight, inner, s, p))
+            if need != 'active' and geom.density < 1:
+                z.mul_(geom.mask)
+        return self._finish(conv, z, geom, outer, relu, residual, need)
+
+    @staticmethod
+    def _plain(x, weight, inner, outer, stride, padding, relu, residual):
+        y = channels_last(F.conv2d(x, weight, inner, stride, padding))
+        if outer is not None:
+            y.add_(outer.view(1, -1, 1, 1))
+        if residual is not None:
+            y.add_(residual)
+        return y.relu_() if relu else y
+
+    def sequential(self, module, x):
+        """A Sequential of conv/BN/ReLU steps (downsample, transition, fuse layers)."""
+        steps = _conv_steps(list(_leaves(module)))
+        for i, step in enumerate(steps):
+            if isinstance(step, tuple):
+                conv, bn, relu = step
+                nxt = steps[i + 1] if i + 1 < len(steps) else None
+                need = _need_before(nxt[0]) if isinstance(nxt, tuple) else 'full'
+                x = self.conv(conv, bn, x, relu=relu, need=need)
+            else:
+                x = channels_last(step(x))
+        return x
+
+    # -- HRNet structure ----------------------------------------------------------------
+
+    def block(self, block, x):
+        """BasicBlock or Bottleneck: a chain of conv steps with a residual connection."""
+        residual = x if block.downsample is None else self.sequential(block.downsample, x)
+        convs = [(block.conv1, block.bn1), (block.conv2, block.bn2)]
+        if hasattr(block, 'conv3'):
+            convs.append((block.conv3, block.bn3))
+        for i, (conv, bn) in enumerate(convs):
+            last = i == len(convs) - 1
+            need = 'full' if last else _need_before(convs[i + 1][0])
+            x = self.conv(conv, bn, x, relu=True, residual=residual if last else None,
+                          need=need)
+        return x
+
+    def branch(self, layers, x):
+        for block in layers:
+            x = self.block(block, x)
+        return x
+
+    def transition(self, transition, branches):
+        """``apply_transition``: new branches read the last old branch."""
+        return [branches[i] if layer is None
+                else self.sequential(layer, branches[min(i, len(branches) - 1)])
+                for i, layer in enumerate(transition)]
+
+    def hr_module(self, module, xs):
+        """``HighResolutionModule.forward``: branches, then the all-to-all fusion."""
+        xs = [self.branch(layers, x) for layers, x in zip(module.branches, xs)]
+        if module.fuse_layers is None:
+            return xs
+        fused = []
+        for i, row in enumerate(module.fuse_layers):
+            size = xs[i].shape[-2:]
+            y = None
+            for j in range(module.num_branches):
+                if j == i:
+                    term = xs[j]
+                elif j > i:
+                    term = F.interpolate(self.sequential(row[j], xs[j]), size=size,
+                                         mode='bilinear', align_corners=False)
+                else:
+                    term = self.sequential(row[j], xs[j])
+                y = channels_last(term + 0) if y is None else y.add_(term)
+            fused.append(y.relu_())
+        return fused
+
+    def head(self, head, branches, need_out):
+        """An exit head on the concatenated branches; returns N x classes x h x w logits,
+        right at the pixels ``need_out`` names ('active' or 'full')."""
+        state = LazyMap(branches, branches[0].shape[-2:])
+        state.resize(branches[0].shape[-2:])  # exit_input: branches upsampled to branch 0
+        full = None  # a computed map, once a layer produced one
+        compact = None  # rows at the active pixels of the current size, once produced
+        steps = _conv_steps(list(_leaves(head)))
+        for i, step in enumerate(steps):
+            if not isinstance(step, tuple):
+                if full is not None and (isinstance(step, (nn.AvgPool2d, nn.Upsample))):
+                    state, full = LazyMap([full], full.shape[-2:]), None
+                if full is None and compact is None and self._lazy_op(state, step):
+                    continue
+                full = channels_last(step(self._materialise(state, full, compact)))
+                compact = None
+                continue
+            conv, bn, relu = step
+            nxt = steps[i + 1] if i + 1 < len(steps) else None
+            need = need_out if nxt is None else (
+                _need_before(nxt[0]) if isinstance(nxt, tuple) else 'full')
+            k, s, p = _conv_geometry(conv)
+            size = state.size if full is None and compact is None else \
+                (full.shape[-2:] if full is not None else self._compact_size)
+            geom = self.geometry.mask(size) if isinstance(conv, MaskedConv2d) else None
+            pointwise = (k, s, p) == (1, 1, 0)
+            if geom is not None and pointwise and self.policy.sparse(conv, geom.density):
+                # 1x1 conv at the active pixels only, reading its input there only.
+                if compact is not None:
+                    rows = compact
+                elif full is not None:
+                    rows = flat_rows(full).index_select(0, geom.active)
+                else:
+                    rows = state.rows(geom.active)  # n_active x C_in
+                _, inner, outer, _ = self._folded(conv, bn)
+                z_active = rows_matmul(rows, self._gemm_weight(conv, bn), inner)
+                if need == 'active':
+                    compact = z_active if outer is None else z_active.add_(outer)
+                    compact = compact.relu_() if relu else compact
+                    self._compact_size, self._compact_geom = geom.size, geom
+                    full = None
+                else:
+                    z = self._scatter(z_active, geom, conv.out_channels, rows)
+                    full = self._finish(conv, z, geom, outer, relu, None, need)
+                    compact = None
+            else:
+                x = self._materialise(state, full, compact)
+                full, compact = self.conv(conv, bn, x, relu=relu, need=need), None
+        if compact is not None:
+            geom = self._compact_geom
+            return self._scatter(compact, geom, compact.shape[1], compact).contiguous()
+        return self._materialise(state, full, None).contiguous()
+
+    @staticmethod
+    def _lazy_op(state, module):
+        """Record a pooling or upsampling on a lazy map; False if it is not one."""
+        if isinstance(module, nn.AvgPool2d) and module.kernel_size in (2, (2, 2)) \
+                and module.stride in (2, (2, 2)) and module.padding in (0, (0, 0)) \
+                and not module.ceil_mode:
+            state.pool2()
+            return True
+        if isinstance(module, nn.Upsample) and module.mode == 'bilinear' \
+                and not module.align_corners and module.size is None \
+                and module.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)):
+            state.resize((state.size[0] * 2, state.size[1] * 2))
+            return True
+        return False
+
+    def _materialise(self, state, full, compact):
+        if full is not None:
+            return full
+        if compact is not None:
+            return self._scatter(compact, self._compact_geom, compact.shape[1], compact)
+        return state.materialise()
+
+
+def run_segment(transition, stage, head, branches, masks, policy, need_out='active'):
+    """Segment j of the anytime network with the sparse engine (inference only).
+
+    Args:
+        transition (nn.ModuleList): ``transition_j``.
+        stage (nn.Sequential): ``stage_{j+1}`` (HighResolutionModules).
+        head (nn.Sequential): exit j+1's head.
+        branches (list[Tensor]): the segment's input branches.
+        masks: exit j's mask provider (``at(size)``).
+        policy (ExecutionPolicy): which layers run sparse.
+        need_out (str): 'active' when copy aggregation discards the exit's skipped
+            pixels, 'full' otherwise.
+    Returns:
+        (list[Tensor], Tensor): output branches (channels-last) and the exit's logits,
+        equal to the dense segment's wherever ``need_out`` says.
+    """
+    engine = SegmentEngine(masks, policy)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*[Ss]parse CSR tensor support.*')
+        branches = engine.transition(transition, [channels_last(b) for b in branches])
+        for module in stage:
+            branches = engine.hr_module(module, branches)
+        out = engine.head(head, branches, need_out)
+    return branches, out

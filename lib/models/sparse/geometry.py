@@ -1,0 +1,243 @@
+"""Index geometry of sparse execution: which pixels a masked layer computes and reads.
+
+Everything here depends only on a segment's masks and on layer shapes, never on weights,
+so one ``SegmentGeometry`` is built per segment call and shared by every layer of that
+segment (ADP-C Sec. 3.3: one mask per (segment, size)). Nothing outlives the call.
+
+Feature maps are addressed as flat channels-last rows: pixel (n, i, j) of an N x C x H x W
+map is row ``(n * H + i) * W + j`` of its N*H*W x C view.
+"""
+import torch
+import torch.nn.functional as F
+
+from ..masked_conv import RBF_SIZE
+
+RBF_RADIUS = RBF_SIZE // 2
+
+
+def _coords(rows, size):
+    """(n, i, j) of flat rows of a map of spatial ``size`` (h, w)."""
+    h, w = size
+    return rows // (h * w), (rows // w) % h, rows % w
+
+
+class MaskGeometry:
+    """The pixel sets of one mask.
+
+    Args:
+        mask (Tensor): N x 1 x h x w mask of 0s and 1s (1 = compute).
+
+    Attributes:
+        active (Tensor): flat rows where the mask is 1, ascending (int64).
+        density (float): fraction of active pixels over the batch.
+    """
+
+    def __init__(self, mask):
+        self.mask = mask
+        self.batch, _, h, w = mask.shape
+        self.size = (h, w)
+        self.numel = self.batch * h * w
+        keep = mask.reshape(-1) > 0.5
+        self.keep = keep
+        self.active = keep.nonzero().squeeze(1)
+        self.density = self.active.numel() / max(1, self.numel)
+        self._rings = {}
+
+    def ring(self, radius):
+        """Skipped pixels within Chebyshev distance ``radius`` of an active pixel: where an
+        RBF fill is non-zero (radius 3), or where a 3x3 convolution reads (radius 1)."""
+        if radius not in self._rings:
+            near = F.max_pool2d(self.mask, 2 * radius + 1, stride=1, padding=radius)
+            ring = (near.reshape(-1) > 0.5) & ~self.keep
+            self._rings[radius] = ring.nonzero().squeeze(1)
+        return self._rings[radius]
+
+
+class FillPattern:
+    """Sparsity pattern of the RBF fill ``R(y*m)`` restricted to some skipped pixels.
+
+    Row r of the fill is ``sum_o k[o] * z[rows[r] + o]`` over the 7x7 offsets o whose
+    pixel is active (``z`` is zero elsewhere). The pattern is stored as CSR (rows x all
+    pixels); a layer only supplies its kernel ``k`` (which depends on its own Lambda).
+
+    Args:
+        geom (MaskGeometry): the mask.
+        rows (Tensor): flat rows (skipped pixels) where the fill is needed.
+    """
+
+    def __init__(self, geom, rows):
+        h, w = geom.size
+        self.rows = rows
+        self.numel = geom.numel
+        n, i, j = _coords(rows, geom.size)
+        d = torch.arange(-RBF_RADIUS, RBF_RADIUS + 1, device=rows.device)
+        di = d.repeat_interleave(RBF_SIZE)  # offsets in row-major 7x7 order
+        dj = d.repeat(RBF_SIZE)
+        ii, jj = i[:, None] + di, j[:, None] + dj  # rows x 49
+        inside = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
+        flat = (n[:, None] * h + ii.clamp(0, h - 1)) * w + jj.clamp(0, w - 1)
+        valid = inside & geom.keep[flat]
+        counts = valid.sum(1)
+        self.crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=rows.device)
+        self.crow[1:] = counts.cumsum(0)
+        self.col = flat[valid]  # row-major, so each row's columns ascend
+        self.offset = torch.arange(RBF_SIZE * RBF_SIZE, device=rows.device).expand_as(
+            valid)[valid]
+
+    def matrix(self, kernel):
+        """The fill as a rows x N*h*w CSR matrix for a 7x7 ``kernel``."""
+        values = kernel.reshape(-1)[self.offset]
+        return torch.sparse_csr_tensor(self.crow, self.col, values,
+                                       size=(self.rows.numel(), self.numel),
+                                       check_invariants=False)
+
+
+class ConvTaps:
+    """Input rows read by a convolution at its active output pixels (im2col indices).
+
+    Args:
+        geom (MaskGeometry): mask at the convolution's output size.
+        in_size (tuple): (H, W) of the input.
+        kernel, stride, padding (int): square convolution geometry.
+
+    Attributes:
+        index (Tensor): n_active * k*k input rows, offsets (row-major) fastest.
+        outside (Tensor): positions in ``index`` that fall in the zero padding (they point
+            at row 0 and must be zeroed after gathering).
+    """
+
+    def __init__(self, geom, in_size, kernel, stride, padding):
+        h_in, w_in = in_size
+        n, i, j = _coords(geom.active, geom.size)
+        d = torch.arange(kernel, device=n.device)
+        ii = (i * stride - padding)[:, None] + d.repeat_interleave(kernel)
+        jj = (j * stride - padding)[:, None] + d.repeat(kernel)
+        inside = (ii >= 0) & (ii < h_in) & (jj >= 0) & (jj < w_in)
+        flat = (n[:, None] * h_in + ii.clamp(0, h_in - 1)) * w_in + jj.clamp(0, w_in - 1)
+        self.area = kernel * kernel
+        self.index = flat.reshape(-1)
+        outside = (~inside).reshape(-1).nonzero().squeeze(1)
+        self.outside = outside if outside.numel() else None
+
+
+def _bilinear_1d(in_len, out_len, device):
+    """out_len x in_len matrix of PyTorch's bilinear resize (align_corners False)."""
+    scale = in_len / out_len
+    src = ((torch.arange(out_len, device=device, dtype=torch.float64) + 0.5) * scale - 0.5)
+    src = src.clamp(min=0)
+    i0 = src.floor().long().clamp(max=in_len - 1)
+    i1 = (i0 + 1).clamp(max=in_len - 1)
+    lam = (src - i0).clamp(0, 1)
+    m = torch.zeros(out_len, in_len, dtype=torch.float64, device=device)
+    rows = torch.arange(out_len, device=device)
+    m.index_put_((rows, i0), 1 - lam, accumulate=True)
+    m.index_put_((rows, i1), lam, accumulate=True)
+    return m
+
+
+def _pool_1d(in_len, device):
+    """floor(in_len/2) x in_len matrix of a 2-wide, stride-2 average."""
+    out_len = in_len // 2
+    m = torch.zeros(out_len, in_len, dtype=torch.float64, device=device)
+    rows = torch.arange(out_len, device=device)
+    m[rows, 2 * rows] = 0.5
+    m[rows, 2 * rows + 1] = 0.5
+    return m
+
+
+def resample_matrices(in_size, ops, device):
+    """Per-axis linear maps of a chain of resampling ops applied to an (H, W) map.
+
+    Args:
+        in_size (tuple): (H, W) of the source.
+        ops (list): ('resize', (h, w)) for a bilinear resize (align_corners False) or
+            ('pool2',) for a 2x2 average pool with stride 2, in order of application.
+    Returns:
+        (Tensor, Tensor): h_out x H and w_out x W float64 matrices.
+    """
+    mh = torch.eye(in_size[0], dtype=torch.float64, device=device)
+    mw = torch.eye(in_size[1], dtype=torch.float64, device=device)
+    for op in ops:
+        if op[0] == 'resize':
+            h, w = op[1]
+            if h != mh.shape[0]:
+                mh = _bilinear_1d(mh.shape[0], h, device) @ mh
+            if w != mw.shape[0]:
+                mw = _bilinear_1d(mw.shape[0], w, device) @ mw
+        elif op[0] == 'pool2':
+            mh = _pool_1d(mh.shape[0], device) @ mh
+            mw = _pool_1d(mw.shape[0], device) @ mw
+        else:
+            raise ValueError(f'unknown resampling op {op!r}')
+    return mh, mw
+
+
+def _taps_1d(m):
+    """Non-zero columns of each row of a 1-D map, padded with zero weights."""
+    width = max(1, int((m != 0).sum(1).max().item()))
+    weight, index = m.abs().topk(width, dim=1)
+    return index, m.gather(1, index)
+
+
+def resample_matrix(rows, out_size, batch, in_size, ops, dtype):
+    """CSR matrix that maps a source map (N*H*W rows) to ``rows`` of the resampled map.
+
+    Args:
+        rows (Tensor): flat rows of the output map (spatial ``out_size``).
+        out_size (tuple): (h, w) after ``ops``.
+        batch (int): N.
+        in_size (tuple): (H, W) of the source.
+        ops (list): see ``resample_matrices``.
+        dtype (torch.dtype): of the values.
+    """
+    mh, mw = resample_matrices(in_size, ops, rows.device)
+    if (mh.shape[0], mw.shape[0]) != tuple(out_size):
+        raise ValueError(f'resampling {in_size} by {ops} gives {(mh.shape[0], mw.shape[0])}, '
+                         f'expected {tuple(out_size)}')
+    ih, wh = _taps_1d(mh)
+    iw, ww = _taps_1d(mw)
+    n, i, j = _coords(rows, out_size)
+    h_in, w_in = in_size
+    col = (n[:, None, None] * h_in + ih[i][:, :, None]) * w_in + iw[j][:, None, :]
+    val = wh[i][:, :, None] * ww[j][:, None, :]
+    taps = col.shape[1] * col.shape[2]
+    col, order = col.reshape(-1, taps).sort(dim=1)  # CSR rows with ascending columns
+    val = val.reshape(-1, taps).gather(1, order)
+    crow = torch.arange(0, rows.numel() * taps + 1, taps, device=rows.device)
+    return torch.sparse_csr_tensor(crow, col.reshape(-1), val.reshape(-1).to(dtype),
+                                   size=(rows.numel(), batch * h_in * w_in),
+                                   check_invariants=False)
+
+
+class SegmentGeometry:
+    """Lazily built, per-call cache of the geometry of one segment's masks.
+
+    Args:
+        masks: the segment's mask provider (``ConfidenceMasks`` or anything with
+            ``at(size)`` returning N x 1 x h x w masks).
+    """
+
+    def __init__(self, masks):
+        self.masks = masks
+        self._geoms = {}
+        self._fills = {}
+        self._taps = {}
+
+    def mask(self, size):
+        size = tuple(int(s) for s in size)
+        if size not in self._geoms:
+            self._geoms[size] = MaskGeometry(self.masks.at(size))
+        return self._geoms[size]
+
+    def fill(self, size, radius):
+        key = (tuple(size), radius)
+        if key not in self._fills:
+            geom = self.mask(size)
+            self._fills[key] = FillPattern(geom, geom.ring(radius))
+        return self._fills[key]
+
+    def taps(self, out_size, in_size, kernel, stride, padding):
+        key = (tuple(out_size), tuple(in_size), kernel, stride, padding)
+        if key not in self._taps:
+            self._taps[key] = ConvTaps(self.mask(out_size), in_size, kernel, stride, padding)
+        return self._taps[key]

@@ -1,0 +1,198 @@
+"""Sparse execution of masked segments equals the dense masked network (MASK.EXECUTION)."""
+import pytest
+import torch
+import torch.nn as nn
+
+import models.model_anytime as model_anytime
+import models.sparse.engine as engine
+from models.hrnet import apply_transition
+from models.masked_conv import MaskedConv2d, MaskSlot
+from models.model_anytime import exit_input
+from models.sparse import ExecutionPolicy, SegmentEngine, run_segment
+from models.sparse.kernels import channels_last
+from tiny import mixed_mask_model, tiny_cfg, tiny_model
+from utils.noise_masks import SmoothNoiseMasks
+
+POLICIES = {
+    'sparse': ExecutionPolicy('sparse'),
+    'auto': ExecutionPolicy.for_device('auto', torch.device('cpu')),
+    # Break-even densities that send 1x1 and 3x3 layers different ways at 50%.
+    'mixed': ExecutionPolicy('auto', {1: 0.3, 3: 0.7}),
+}
+
+
+def close(a, b):
+    """Max abs difference within 1e-4 of the reference's scale."""
+    return (a - b).abs().max().item() <= 1e-4 * max(1.0, b.abs().max().item())
+
+
+def randomise(model, seed=0):
+    """Weights and BN statistics away from the init, so that every term matters."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            if m.bias is not None:
+                nn.init.normal_(m.bias, std=0.1)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.normal_(m.bias, std=0.1)
+        if isinstance(m, MaskedConv2d):
+            m.Lambda.data.uniform_(0.3, 1.5)  # wide fills: reach the 7x7 window's edge
+    return model.eval()
+
+
+def segment_inputs(model, x):
+    with torch.no_grad():
+        y = model.relu(model.bn1(model.conv1(x)))
+        return [model.layer1(model.relu(model.bn2(model.conv2(y))))]
+
+
+def dense_segment(model, j, branches, masks):
+    """The reference: the modules' own (dense) forward with the masks in the slot."""
+    slot = model.mask_slots[j - 1]
+    slot.masks = masks
+    try:
+        with torch.no_grad():
+            branches = apply_transition(getattr(model, f'transition{j}'), branches)
+            branches = getattr(model, f'stage{j + 1}')(branches)
+            return branches, getattr(model, model.exit_name(j + 1))(exit_input(branches))
+    finally:
+        slot.masks = None
+
+
+def sparse_segment(model, j, branches, masks, policy, need_out='full'):
+    return run_segment(getattr(model, f'transition{j}'), getattr(model, f'stage{j + 1}'),
+                       getattr(model, model.exit_name(j + 1)), branches, masks, policy,
+                       need_out=need_out)
+
+
+@pytest.mark.parametrize('variant', ['ca', 'adpc'])
+@pytest.mark.parametrize('density', [0.0, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize('policy', sorted(POLICIES))
+def test_segments_equal_dense(variant, density, policy):
+    """Every segment, output branches and exit logits everywhere, batch of 2 images with
+    different masks; the stages hold stride-2 fuse and transition convolutions."""
+    model = randomise(tiny_model(variant))
+    x = torch.randn(2, 3, 64, 96)
+    branches = segment_inputs(model, x)
+    for j in (1, 2, 3):
+        masks = SmoothNoiseMasks(2, (16, 24), density, smoothness=4, seed=j)
+        ref_branches, ref = dense_segment(model, j, branches, masks)
+        got_branches, got = sparse_segment(model, j, branches, masks, POLICIES[policy])
+        assert got.shape == ref.shape and close(got, ref), (j, (got - ref).abs().max())
+        for a, b in zip(got_branches, ref_branches):
+            assert close(a, b)
+        branches = ref_branches
+
+
+@pytest.mark.parametrize('size', [(50, 70), (33, 65)])
+def test_odd_sizes_equal_dense(size):
+    model = randomise(tiny_model('ca'))
+    x = torch.randn(1, 3, *size)
+    branches = segment_inputs(model, x)
+    quarter = branches[0].shape[-2:]
+    for j in (1, 2, 3):
+        masks = SmoothNoiseMasks(1, quarter, 0.3, smoothness=3, seed=j)
+        ref_branches, ref = dense_segment(model, j, branches, masks)
+        _, got = sparse_segment(model, j, branches, masks, POLICIES['sparse'])
+        assert close(got, ref)
+        branches = ref_branches
+
+
+@pytest.mark.parametrize('stride,kernel,size', [(2, 3, (13, 17)), (1, 3, (9, 11)),
+                                                (1, 1, (8, 10)), (2, 3, (16, 16))])
+@pytest.mark.parametrize('density', [0.0, 0.2, 0.7, 1.0])
+def test_one_masked_convolution(stride, kernel, size, density):
+    torch.manual_seed(0)
+    conv = MaskedConv2d(6, 5, kernel, stride=stride, padding=kernel // 2, bias=False,
+                        slot=MaskSlot())
+    conv.Lambda.data.fill_(0.5)
+    bn = randomise(nn.Sequential(nn.BatchNorm2d(5)))[0]
+    x = torch.randn(2, 6, *size)
+    out_size = tuple((s + 2 * (kernel // 2) - kernel) // stride + 1 for s in size)
+    masks = SmoothNoiseMasks(2, out_size, density, smoothness=2, seed=1)
+    conv.slot.masks = masks
+    with torch.no_grad():
+        ref = torch.relu(bn(conv(x)))
+    conv.slot.masks = None
+    for policy in POLICIES.values():
+        with torch.no_grad():
+            got = SegmentEngine(masks, policy).conv(conv, bn, channels_last(x), relu=True)
+        assert close(got, ref)
+
+
+@pytest.mark.parametrize('variant', ['ee', 'rh', 'ca', 'adpc'])
+@pytest.mark.parametrize('batch', [1, 3])
+def test_models_equal_dense_with_confidence_masks(variant, batch):
+    """Whole networks, masks from their own exits (about half the pixels confident)."""
+    x = torch.randn(batch, 3, 64, 96)
+    model = mixed_mask_model(variant, x)
+    with torch.no_grad():
+        model.execution = 'dense'
+        ref = model(x)
+        for mode in ('sparse', 'auto'):
+            model.execution = mode
+            for got, want in zip(model(x), ref):
+                assert close(got, want), (mode, (got - want).abs().max())
+
+
+def test_auto_falls_back_to_dense_above_break_even(monkeypatch):
+    """'auto' gathers nothing when masks are full, and does where they are sparse."""
+    policy = POLICIES['auto']
+    conv3 = MaskedConv2d(4, 4, 3, padding=1, slot=MaskSlot())
+    assert not policy.sparse(conv3, 1.0) and policy.sparse(conv3, 0.05)
+    assert ExecutionPolicy('sparse').sparse(conv3, 1.0)
+    assert not ExecutionPolicy.for_device('auto', torch.device('meta')).sparse(conv3, 0.0)
+
+    calls = []
+    real = engine.rows_matmul
+    monkeypatch.setattr(engine, 'rows_matmul', lambda *a: calls.append(1) or real(*a))
+    model = randomise(tiny_model('adpc'))
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        model(x, masks=[SmoothNoiseMasks(1, (16, 24), 1.0)] * 3)
+        assert calls == []
+        model(x, masks=[SmoothNoiseMasks(1, (16, 24), 0.05, smoothness=4)] * 3)
+        assert calls
+
+
+def test_no_state_between_calls():
+    model = randomise(tiny_model('adpc'))
+    keys = {k: v.shape for k, v in model.state_dict().items()}
+    attributes = set(vars(model))
+    x1, x2 = torch.randn(2, 3, 64, 96), torch.randn(1, 3, 32, 64)
+    m1 = [SmoothNoiseMasks(2, (16, 24), d, smoothness=4, seed=int(d * 10)) for d in (0.8, 0.5, 0.2)]
+    m2 = [SmoothNoiseMasks(1, (8, 16), d, smoothness=2, seed=3) for d in (0.3, 0.6, 0.9)]
+    with torch.no_grad():
+        model.execution = 'dense'
+        ref2 = model(x2, masks=m2)
+        model.execution = 'sparse'
+        model(x1, masks=m1)
+        got2 = model(x2, masks=m2)
+    assert all(close(a, b) for a, b in zip(got2, ref2))
+    assert {k: v.shape for k, v in model.state_dict().items()} == keys
+    assert set(vars(model)) == attributes
+    assert all(slot.masks is None for slot in model.mask_slots)
+
+
+def test_training_and_gradients_keep_the_dense_path(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError('the sparse engine ran')
+
+    monkeypatch.setattr(model_anytime, 'run_segment', refuse)
+    model = tiny_model('adpc', 'MASK.EXECUTION', 'sparse')
+    x = torch.randn(1, 3, 64, 96)
+    sum(o.sum() for o in model.train()(x)).backward()
+    model.eval()(x)  # gradients enabled: dense
+    with pytest.raises(AssertionError, match='sparse engine ran'), torch.no_grad():
+        model(x)
+
+
+def test_execution_key():
+    cfg = tiny_cfg('adpc')
+    assert cfg.MASK.EXECUTION == 'auto'
+    assert tiny_model('adpc', 'MASK.EXECUTION', 'dense').execution == 'dense'
+    with pytest.raises(ValueError, match='MASK.EXECUTION'):
+        tiny_model('adpc', 'MASK.EXECUTION', 'fast')
