@@ -7,32 +7,16 @@
 Writes result.txt (per-exit mIoU x 100 and their mean) and test_stats.json into the
 run's directory (for a run's config.yaml) or OUTPUT_DIR/<dataset>/<cfg file stem>/.
 """
-import argparse
-
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
-from config import config, update_config
 from core.testing import run_evaluation
-from utils.distributed import add_launcher_arguments, cleanup, init_distributed
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Evaluate an anytime segmentation network')
-    parser.add_argument('--cfg', required=True,
-                        help="experiment YAML file, or a training run's config.yaml")
-    add_launcher_arguments(parser)
-    parser.add_argument('opts', nargs=argparse.REMAINDER, default=[],
-                        help='config overrides as KEY VALUE pairs, e.g. TEST.MODEL_FILE x.pth')
-    return parser.parse_args(argv)
+from utils.launch import default_argument_parser, launch
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    update_config(config, args)
-    ctx = init_distributed(args.local_rank, config.GPUS)
-    try:
-        run_evaluation(config, args.cfg, ctx)
-    finally:
-        cleanup()
+    parser = default_argument_parser('Evaluate an anytime segmentation network',
+                                     cfg_help="experiment YAML file, or a training run's "
+                                              'config.yaml')
+    launch(run_evaluation, parser.parse_args(argv))
 
 
 if __name__ == '__main__':

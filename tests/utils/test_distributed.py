@@ -1,4 +1,3 @@
-import argparse
 import os
 import socket
 
@@ -7,7 +6,8 @@ import torch
 import torch.multiprocessing as mp
 
 from utils import distributed
-from utils.distributed import DistContext, add_launcher_arguments, init_distributed
+from utils.distributed import DistContext, init_distributed
+from utils.launch import default_argument_parser
 
 LAUNCH_VARS = ('WORLD_SIZE', 'RANK', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 
@@ -22,10 +22,14 @@ def clean_env(monkeypatch):
 
 @pytest.mark.parametrize('flag', ['--local-rank=1', '--local_rank=1'])
 def test_both_spellings_of_the_legacy_launcher_argument(flag):
-    parser = add_launcher_arguments(argparse.ArgumentParser())
-    parser.add_argument('opts', nargs=argparse.REMAINDER)
-    args = parser.parse_args([flag, 'TRAIN.LR', '0.1'])
-    assert args.local_rank == 1 and args.opts == ['TRAIN.LR', '0.1']
+    # The legacy launcher puts its flag before the script's own arguments.
+    args = default_argument_parser('tool').parse_args([flag, '--cfg', 'x.yaml', 'TRAIN.LR', '0.1'])
+    assert args.local_rank == 1 and args.cfg == 'x.yaml' and args.opts == ['TRAIN.LR', '0.1']
+
+
+def test_without_launcher_flag_local_rank_is_unset():
+    args = default_argument_parser('tool').parse_args(['--cfg', 'x.yaml'])
+    assert args.local_rank is None and args.opts == []
 
 
 def test_plain_python_is_a_single_cpu_process(clean_env):
