@@ -1,5 +1,4 @@
 """DataLoaders of training and evaluation, sharded over the processes of a run."""
-import torch
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
