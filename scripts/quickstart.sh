@@ -16,8 +16,9 @@ RUN="$OUTPUT/cityscapes/tiny_adpc"
 
 python tools/make_synthetic_cityscapes.py --root "$DATA" --height 64 --width 128 \
     --train 48 --val 8 --test 4
-# --standalone picks a free rendezvous port on this machine.
-torchrun --standalone --nproc_per_node "$NPROC" tools/train_ee.py --cfg "$CFG" \
+# torchrun, run through the interpreter so that no PATH setup is needed; --standalone
+# picks a free rendezvous port on this machine.
+python -m torch.distributed.run --standalone --nproc_per_node "$NPROC" tools/train_ee.py --cfg "$CFG" \
     DATASET.ROOT "$DATA" OUTPUT_DIR "$OUTPUT"
 python tools/test_ee.py --cfg "$RUN/config.yaml"
 
