@@ -189,6 +189,35 @@ def plan_phases(cfg, ctx, build_loader):
     return phases
 
 
+def validate(model, loader, cfg, ctx, writer=None, step=0, best=0.0):
+    """Per-exit mIoU on the validation loader, logged to the console and TensorBoard.
+
+    Args:
+        model (nn.Module): the anytime network.
+        loader (DataLoader): this process's shard of DATASET.TEST_SET.
+        cfg (CfgNode): reads DATASET.NUM_CLASSES and TRAIN.IGNORE_LABEL.
+        ctx (DistContext): this process.
+        writer (SummaryWriter or None): TensorBoard writer (rank 0).
+        step (int): TensorBoard x of the epoch's last step, so that a resume, which
+            purges the steps of the interrupted epoch, keeps this point.
+        best (float): best mean mIoU so far, for the message.
+
+    Returns:
+        float: the mean mIoU over the exits.
+    """
+    matrices = evaluate(model, loader, cfg.DATASET.NUM_CLASSES, cfg.TRAIN.IGNORE_LABEL, ctx,
+                        desc='val')
+    mious = [m.mean_iou() for m in matrices]
+    mean = sum(mious) / len(mious)
+    logger.info('validation mIoU per exit: ' + ' / '.join(f'{m * 100:.2f}' for m in mious)
+                + f' (mean {mean * 100:.2f}, best {max(mean, best) * 100:.2f})')
+    if writer is not None:
+        for k, m in enumerate(mious, start=1):
+            writer.add_scalar(f'valid/mIoU_exit{k}', m, step)
+        writer.add_scalar('valid/mIoU_mean', mean, step)
+    return mean
+
+
 def train(cfg, cfg_path, ctx):
     """Run (or resume) the training described by ``cfg`` and evaluate the result.
 
@@ -206,8 +235,9 @@ def train(cfg, cfg_path, ctx):
     if ctx.is_main:
         logger.info(f'output directory {out_dir}, log file {log_file}')
         logger.info(f'{ctx.world_size} process(es) on {ctx.device.type}')
-        logger.info(cfg.dump())
-        atomic_write_text(os.path.join(out_dir, RUN_CONFIG), cfg.dump())
+        dump = cfg.dump()
+        logger.info(dump)
+        atomic_write_text(os.path.join(out_dir, RUN_CONFIG), dump)
     apply_cudnn(cfg)
 
     seed_everything(INIT_SEED)
@@ -249,7 +279,8 @@ def train(cfg, cfg_path, ctx):
     writer = tensorboard_writer(tensorboard_directory(cfg, cfg_path), ctx.is_main,
                                 purge_step=state.iteration if resume else None)
 
-    for epoch in range(state.epoch, end_epoch):
+    start_epoch = state.epoch
+    for epoch in range(start_epoch, end_epoch):
         phase = next(p for p in phases if p.first_epoch <= epoch < p.end_epoch)
         # Data order, augmentation and workers' seeds depend only on (epoch, rank), so a
         # resumed run repeats exactly what the interrupted one would have done.
@@ -271,17 +302,8 @@ def train(cfg, cfg_path, ctx):
         # Every process evaluates with the BatchNorm statistics that rank 0 saves.
         broadcast_buffers(full_model)
         if val_loader is not None and (epoch + 1) % cfg.TRAIN.EVAL_INTERVAL == 0:
-            matrices = evaluate(full_model.model, val_loader, cfg.DATASET.NUM_CLASSES,
-                                cfg.TRAIN.IGNORE_LABEL, ctx, desc='val')
-            mious = [m.mean_iou() for m in matrices]
-            mean = sum(mious) / len(mious)
-            logger.info('validation mIoU per exit: ' + ' / '.join(f'{m * 100:.2f}' for m in mious)
-                        + f' (mean {mean * 100:.2f}, best {max(mean, state.best_miou) * 100:.2f})')
-            if writer is not None:
-                # Step of the epoch's last iteration: a resume purges steps >= its start.
-                for k, m in enumerate(mious, start=1):
-                    writer.add_scalar(f'valid/mIoU_exit{k}', m, state.iteration - 1)
-                writer.add_scalar('valid/mIoU_mean', mean, state.iteration - 1)
+            mean = validate(full_model.model, val_loader, cfg, ctx, writer,
+                            step=state.iteration - 1, best=state.best_miou)
             if mean > state.best_miou:
                 state.best_miou = mean
                 if ctx.is_main:
@@ -295,7 +317,7 @@ def train(cfg, cfg_path, ctx):
         barrier()
 
     if ctx.is_main:
-        if not os.path.isfile(checkpoint_path):  # nothing trained (END_EPOCH 0)
+        if start_epoch >= end_epoch and not resume:  # nothing to train: still resumable
             save_checkpoint(checkpoint_path, state, full_model, optimizer)
         atomic_torch_save(full_model.state_dict(), os.path.join(out_dir, FINAL_STATE))
         logger.info(f'training done: {os.path.join(out_dir, FINAL_STATE)}')
