@@ -24,7 +24,7 @@ from .exits import make_exit, original_head
 from .hrnet import BLOCKS, Bottleneck, apply_transition, batch_norm, make_layer, make_stage, \
     make_transition, upsample_to
 from .masked_conv import MaskedConv2d, MaskSlot
-from .sparse import ExecutionPolicy, check_execution, run_segment
+from .sparse import ExecutionPolicy, FoldedWeights, check_execution, run_segment
 from utils.checkpoint import load_pretrained
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,8 @@ class AnytimeHRNet(nn.Module):
         self.mask_threshold = mask_threshold
         self.aggregation = aggregation
         self.execution = check_execution(execution)
+        # BN-folded weights for sparse inference: derived data, rebuilt when weights change.
+        self.folded_weights = FoldedWeights()
         # One slot per segment after exits 1-3; empty except while its segment runs.
         self.mask_slots = [MaskSlot() for _ in range(NUM_EXITS - 1)]
 
@@ -196,7 +198,8 @@ class AnytimeHRNet(nn.Module):
                 getattr(self, f'transition{j}'), getattr(self, f'stage{j + 1}'),
                 getattr(self, self.exit_name(j + 1)), branches, masks,
                 ExecutionPolicy.for_device(self.execution, logits.device),
-                need_out='active' if self.aggregation == 'copy' else 'full')
+                need_out='active' if self.aggregation == 'copy' else 'full',
+                weights=self.folded_weights)
             if self.aggregation == 'copy':
                 out = copy_aggregate(logits, out, masks.at(out.shape[-2:]))
             return branches, out

@@ -26,8 +26,9 @@ import torch.nn.functional as F
 
 from ..masked_conv import MaskedConv2d
 from .geometry import RBF_RADIUS, SegmentGeometry, resample_matrix
-from .kernels import channels_last, flat_rows, fold_batch_norm, from_rows, gather_rows, \
-    gemm_weight, rbf_fill_rows, resample_rows, rows_matmul
+from .kernels import channels_last, flat_rows, from_rows, gather_rows, rbf_fill_rows, \
+    resample_rows, rows_matmul
+from .weights import FoldedWeights
 
 
 def _leaves(module):
@@ -135,46 +136,99 @@ class SegmentEngine:
     Args:
         masks: the segment's mask provider (``ConfidenceMasks``: ``at(size)``).
         policy (ExecutionPolicy): per-layer sparse/dense choice.
+        weights (FoldedWeights | None): folded weights, kept between calls by the model.
 
-    One engine serves one call: its geometry and folded weights are dropped with it.
+    One engine serves one call: its geometry is dropped with it.
     """
 
-    def __init__(self, masks, policy):
+    def __init__(self, masks, policy, weights=None):
         self.geometry = SegmentGeometry(masks)
         self.policy = policy
-        self._weights = {}
+        self.weights = weights if weights is not None else FoldedWeights()
 
-    # -- convolutions -------------------------------------------------------------------
+    def _fill_rows(self, conv, geom, need):
+        """The skipped pixels whose RBF fill a reader needs (None: none)."""
+        if not conv.rbf or need == 'active' or not 0 < geom.density < 1:
+            return None
+        pattern = self.geometry.fill(geom.size, RBF_RADIUS if need == 'full' else 1)
+        return pattern if pattern.rows.numel() else None
 
-    def _folded(self, conv, bn):
-        key = id(conv)
-        if key not in self._weights:
-            self._weights[key] = fold_batch_norm(conv, bn) + (None,)
-        return self._weights[key]
+    def _assemble(self, conv, geom, z_active, folded, relu, residual, need, like):
+        """Full output map of a sparsely computed layer from its active rows.
 
-    def _gemm_weight(self, conv, bn):
-        weight, inner, outer, gemm = self._folded(conv, bn)
-        if gemm is None:
-            gemm = gemm_weight(weight)
-            self._weights[id(conv)] = (weight, inner, outer, gemm)
-        return gemm
+        Skipped pixels hold ``outer (+ residual)``, ReLU'd: right wherever the fill is 0.
+        Active rows, and the skipped rows whose fill a reader needs, are then written over
+        it: one dense pass instead of one per elementwise step.
 
-    def _finish(self, conv, z, geom, bias, relu, residual, need):
-        """Add the RBF fill where needed, then the outer ``bias``, residual and ReLU, on a
-        full map ``z`` (N x C x h x w channels-last) that is zero at skipped pixels."""
-        z_rows = z.permute(0, 2, 3, 1).view(-1, z.shape[1])  # a view: writes reach z
-        if conv.rbf and need != 'active' and 0 < geom.density < 1:
-            pattern = self.geometry.fill(geom.size, RBF_RADIUS if need == 'full' else 1)
-            if pattern.rows.numel():
-                fill = rbf_fill_rows(pattern, z_rows, conv.Lambda, conv.square_dis)
-                z_rows.index_add_(0, pattern.rows, fill)
-        if bias is not None:
-            z.add_(bias.view(1, -1, 1, 1))
+        Args:
+            z_active (Tensor | None): n_active x C_out, inner bias included.
+            folded (FoldedConv): the layer's biases.
+            like (Tensor): any tensor of the right device and dtype.
+        """
+        n, (h, w), c = geom.batch, geom.size, conv.out_channels
+        outer = None if folded.outer is None else folded.outer.view(1, -1, 1, 1)
+        if residual is not None:
+            out = channels_last(residual + outer if outer is not None else residual.clone())
+            residual_rows = flat_rows(residual)
+        else:
+            out = torch.empty((n, c, h, w), dtype=like.dtype, device=like.device,
+                              memory_format=torch.channels_last)
+            out.copy_(outer.expand(n, c, h, w)) if outer is not None else out.zero_()
+        if relu:
+            out.relu_()
+        if z_active is None:
+            return out
+        out_rows = out.permute(0, 2, 3, 1).view(-1, c)  # a view: writes reach out
+
+        def put(rows, values):
+            if folded.outer is not None:
+                values = values.add_(folded.outer)
+            if residual is not None:
+                values = values.add_(residual_rows.index_select(0, rows))
+            out_rows.index_copy_(0, rows, values.relu_() if relu else values)
+
+        pattern = self._fill_rows(conv, geom, need)
+        if pattern is not None:
+            fill = rbf_fill_rows(pattern, z_active, conv.Lambda, conv.square_dis, compact=True)
+            put(pattern.rows, fill)
+        put(geom.active, z_active)
+        return out
+
+    def conv(self, conv, bn, x, relu=False, residual=None, need='full'):
+        """``relu(bn(conv(x)) + residual)`` for a (masked) convolution, right at the
+        pixels ``need`` names. ``x``: N x C x H x W channels-last."""
+        k, s, p = _conv_geometry(conv)
+        n, _, h, w = x.shape
+        out_size = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+        folded = self.weights.get(conv, bn)
+        if not isinstance(conv, MaskedConv2d):
+            return self._plain(x, folded, s, p, relu, residual)
+        geom = self.geometry.mask(out_size)
+        if not self.policy.sparse(conv, geom.density):
+            return self._dense(conv, geom, x, folded, s, p, relu, residual, need)
+        z_active = None
+        if geom.active.numel():
+            taps = self.geometry.taps(out_size, (h, w), k, s, p)
+            cols = gather_rows(flat_rows(x), taps)  # n_active x k*k*C_in
+            z_active = rows_matmul(cols, folded.matrix, folded.inner)  # n_active x C_out
+        return self._assemble(conv, geom, z_active, folded, relu, residual, need, x)
+
+    def _dense(self, conv, geom, x, folded, stride, padding, relu, residual, need):
+        """The engine's dense layer: channels-last convolution with BN folded in, the fill
+        computed only at the skipped pixels where it is non-zero and read."""
+        z = channels_last(F.conv2d(x, folded.weight, folded.inner, stride, padding))
+        if need != 'active' and geom.density < 1:
+            z.mul_(geom.mask)
+        pattern = self._fill_rows(conv, geom, need)
+        if pattern is not None:
+            z_rows = z.permute(0, 2, 3, 1).view(-1, z.shape[1])  # a view: writes reach z
+            fill = rbf_fill_rows(pattern, z_rows, conv.Lambda, conv.square_dis, compact=False)
+            z_rows.index_copy_(0, pattern.rows, fill)  # z is 0 at skipped pixels
+        if folded.outer is not None:
+            z.add_(folded.outer.view(1, -1, 1, 1))
         if residual is not None:
             z.add_(residual)
-        if relu:
-            z.relu_()
-        return z
+        return z.relu_() if relu else z
 
     def _scatter(self, z_active, geom, channels, like):
         """Full channels-last map, ``z_active`` at the active pixels and 0 elsewhere."""
@@ -183,34 +237,11 @@ class SegmentEngine:
             z_rows.index_copy_(0, geom.active, z_active)
         return from_rows(z_rows, geom.batch, geom.size)
 
-    def conv(self, conv, bn, x, relu=False, residual=None, need='full'):
-        """``relu(bn(conv(x)) + residual)`` for a (masked) convolution, right at the
-        pixels ``need`` names. ``x``: N x C x H x W channels-last."""
-        k, s, p = _conv_geometry(conv)
-        n, _, h, w = x.shape
-        out_size = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
-        weight, inner, outer, _ = self._folded(conv, bn)
-        if not isinstance(conv, MaskedConv2d):
-            return self._plain(x, weight, inner, outer, s, p, relu, residual)
-        geom = self.geometry.mask(out_size)
-        if self.policy.sparse(conv, geom.density):
-            z_active = None
-            if geom.active.numel():
-                taps = self.geometry.taps(out_size, (h, w), k, s, p)
-                cols = gather_rows(flat_rows(x), taps)  # n_active x k*k*C_in
-                z_active = rows_matmul(cols, self._gemm_weight(conv, bn), inner)
-            z = self._scatter(z_active, geom, conv.out_channels, x)
-        else:
-            z = channels_last(F.conv2d(x, weight, inner, s, p))
-            if need != 'active' and geom.density < 1:
-                z.mul_(geom.mask)
-        return self._finish(conv, z, geom, outer, relu, residual, need)
-
     @staticmethod
-    def _plain(x, weight, inner, outer, stride, padding, relu, residual):
-        y = channels_last(F.conv2d(x, weight, inner, stride, padding))
-        if outer is not None:
-            y.add_(outer.view(1, -1, 1, 1))
+    def _plain(x, folded, stride, padding, relu, residual):
+        y = channels_last(F.conv2d(x, folded.weight, folded.inner, stride, padding))
+        if folded.outer is not None:
+            y.add_(folded.outer.view(1, -1, 1, 1))
         if residual is not None:
             y.add_(residual)
         return y.relu_() if relu else y
@@ -262,7 +293,7 @@ class SegmentEngine:
         fused = []
         for i, row in enumerate(module.fuse_layers):
             size = xs[i].shape[-2:]
-            y = None
+            y, owned = None, False  # owned: y is a fresh tensor that may be updated in place
             for j in range(module.num_branches):
                 if j == i:
                     term = xs[j]
@@ -271,8 +302,13 @@ class SegmentEngine:
                                          mode='bilinear', align_corners=False)
                 else:
                     term = self.sequential(row[j], xs[j])
-                y = channels_last(term + 0) if y is None else y.add_(term)
-            fused.append(y.relu_())
+                if y is None:
+                    y, owned = term, j != i
+                elif owned:
+                    y.add_(term)
+                else:
+                    y, owned = channels_last(y + term), True
+            fused.append(y.relu_() if owned else F.relu(y))
         return fused
 
     def head(self, head, branches, need_out):
@@ -309,16 +345,16 @@ class SegmentEngine:
                     rows = flat_rows(full).index_select(0, geom.active)
                 else:
                     rows = state.rows(geom.active)  # n_active x C_in
-                _, inner, outer, _ = self._folded(conv, bn)
-                z_active = rows_matmul(rows, self._gemm_weight(conv, bn), inner)
+                folded = self.weights.get(conv, bn)
+                z_active = rows_matmul(rows, folded.matrix, folded.inner)
                 if need == 'active':
-                    compact = z_active if outer is None else z_active.add_(outer)
+                    compact = z_active if folded.outer is None else z_active.add_(folded.outer)
                     compact = compact.relu_() if relu else compact
                     self._compact_size, self._compact_geom = geom.size, geom
                     full = None
                 else:
-                    z = self._scatter(z_active, geom, conv.out_channels, rows)
-                    full = self._finish(conv, z, geom, outer, relu, None, need)
+                    full = self._assemble(conv, geom, z_active, folded, relu, None, need,
+                                          rows)
                     compact = None
             else:
                 x = self._materialise(state, full, compact)
@@ -351,7 +387,8 @@ class SegmentEngine:
         return state.materialise()
 
 
-def run_segment(transition, stage, head, branches, masks, policy, need_out='active'):
+def run_segment(transition, stage, head, branches, masks, policy, need_out='active',
+                weights=None):
     """Segment j of the anytime network with the sparse engine (inference only).
 
     Args:
@@ -363,11 +400,12 @@ def run_segment(transition, stage, head, branches, masks, policy, need_out='acti
         policy (ExecutionPolicy): which layers run sparse.
         need_out (str): 'active' when copy aggregation discards the exit's skipped
             pixels, 'full' otherwise.
+        weights (FoldedWeights | None): cache of folded weights kept by the model.
     Returns:
         (list[Tensor], Tensor): output branches (channels-last) and the exit's logits,
         equal to the dense segment's wherever ``need_out`` says.
     """
-    engine = SegmentEngine(masks, policy)
+    engine = SegmentEngine(masks, policy, weights)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*[Ss]parse CSR tensor support.*')
         branches = engine.transition(transition, [channels_last(b) for b in branches])

@@ -42,6 +42,17 @@ class MaskGeometry:
         self.active = keep.nonzero().squeeze(1)
         self.density = self.active.numel() / max(1, self.numel)
         self._rings = {}
+        self._position = None
+
+    @property
+    def position(self):
+        """Index of each pixel in ``active`` (-1 where skipped): N*h*w int64."""
+        if self._position is None:
+            self._position = torch.full((self.numel,), -1, dtype=torch.int64,
+                                        device=self.active.device)
+            self._position[self.active] = torch.arange(self.active.numel(),
+                                                       device=self.active.device)
+        return self._position
 
     def ring(self, radius):
         """Skipped pixels within Chebyshev distance ``radius`` of an active pixel: where an
@@ -57,8 +68,9 @@ class FillPattern:
     """Sparsity pattern of the RBF fill ``R(y*m)`` restricted to some skipped pixels.
 
     Row r of the fill is ``sum_o k[o] * z[rows[r] + o]`` over the 7x7 offsets o whose
-    pixel is active (``z`` is zero elsewhere). The pattern is stored as CSR (rows x all
-    pixels); a layer only supplies its kernel ``k`` (which depends on its own Lambda).
+    pixel is active (``z`` is zero elsewhere). The pattern is stored as CSR, its columns
+    either all pixels or the active pixels only; a layer only supplies its kernel ``k``
+    (which depends on its own Lambda).
 
     Args:
         geom (MaskGeometry): the mask.
@@ -81,14 +93,18 @@ class FillPattern:
         self.crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=rows.device)
         self.crow[1:] = counts.cumsum(0)
         self.col = flat[valid]  # row-major, so each row's columns ascend
+        self.col_active = geom.position[self.col]  # ascending too: positions keep order
+        self.num_active = geom.active.numel()
         self.offset = torch.arange(RBF_SIZE * RBF_SIZE, device=rows.device).expand_as(
             valid)[valid]
 
-    def matrix(self, kernel):
-        """The fill as a rows x N*h*w CSR matrix for a 7x7 ``kernel``."""
+    def matrix(self, kernel, compact=False):
+        """The fill for a 7x7 ``kernel`` as a CSR matrix: rows x active pixels when
+        ``compact``, rows x all N*h*w pixels otherwise."""
         values = kernel.reshape(-1)[self.offset]
-        return torch.sparse_csr_tensor(self.crow, self.col, values,
-                                       size=(self.rows.numel(), self.numel),
+        columns = self.num_active if compact else self.numel
+        return torch.sparse_csr_tensor(self.crow, self.col_active if compact else self.col,
+                                       values, size=(self.rows.numel(), columns),
                                        check_invariants=False)
 
 

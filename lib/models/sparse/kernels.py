@@ -59,13 +59,6 @@ def fold_batch_norm(conv, bn):
     return weight * scale.view(-1, 1, 1, 1), inner, shift
 
 
-def gemm_weight(weight):
-    """C_out x C_in x k x k -> C_out x (k*k*C_in) x 1 x 1, matching ``gather_rows``'s
-    column order (kernel offsets row-major, channels fastest)."""
-    c_out = weight.shape[0]
-    return weight.permute(0, 2, 3, 1).reshape(c_out, -1, 1, 1).contiguous()
-
-
 def gather_rows(x_rows, taps):
     """im2col at the active pixels: n_active x (k*k*C) matrix of input neighbourhoods."""
     cols = x_rows.index_select(0, taps.index)  # n_active*k*k x C
@@ -74,33 +67,36 @@ def gather_rows(x_rows, taps):
     return cols.view(-1, taps.area * x_rows.shape[1])
 
 
-def rows_matmul(rows, weight, bias=None):
-    """``rows @ weight^T (+ bias)`` for n x K rows and a C_out x K x 1 x 1 weight.
+def rows_matmul(rows, matrix, bias=None):
+    """``rows @ matrix^T (+ bias)``: n x K rows, C_out x K weight matrix -> n x C_out.
 
-    On CPU the product runs as a 1x1 convolution over an n x 1 channels-last "image":
-    oneDNN's convolution is faster than the BLAS GEMM for these tall, narrow shapes.
+    On CPU, for narrow outputs (fewer than 96 channels), the product runs as a 1x1
+    convolution over an n x 1 channels-last "image": oneDNN beats the BLAS GEMM there
+    (measured on W48 shapes); for wider outputs BLAS is as fast and needs no reorder.
     """
     n, k = rows.shape
-    if n == 0 or rows.device.type != 'cpu':
-        out = rows @ weight.view(weight.shape[0], k).t()
-        return out if bias is None else out + bias
+    c_out = matrix.shape[0]
+    if n < 256 or c_out >= 96 or rows.device.type != 'cpu':
+        return torch.addmm(bias, rows, matrix.t()) if bias is not None else rows @ matrix.t()
     image = rows.view(1, n, 1, k).permute(0, 3, 1, 2)  # 1 x K x n x 1, channels-last
-    out = F.conv2d(image, weight, bias)  # 1 x C_out x n x 1
-    return out.permute(0, 2, 3, 1).reshape(n, weight.shape[0])
+    out = F.conv2d(image, matrix.view(c_out, k, 1, 1), bias)  # 1 x C_out x n x 1
+    return out.permute(0, 2, 3, 1).reshape(n, c_out)
 
 
-def rbf_fill_rows(pattern, z_rows, Lambda, square_dis):
-    """RBF fill ``R(z)`` at ``pattern.rows`` (n_rows x C), ``z`` being zero where skipped.
+def rbf_fill_rows(pattern, z_rows, Lambda, square_dis, compact):
+    """RBF fill ``R(z*m)`` at ``pattern.rows``: n_rows x C.
 
     Args:
         pattern (FillPattern): which skipped pixels, and their active neighbours.
-        z_rows (Tensor): N*h*w x C layer output (before bias), zero at skipped pixels.
+        z_rows (Tensor): the layer output before the outer bias, either at the active
+            pixels only (n_active x C, ``compact``) or at all pixels (N*h*w x C).
         Lambda (Tensor), square_dis (Tensor): the masked convolution's RBF parameters.
+        compact (bool): which of the two ``z_rows`` is.
     """
     kernel = rbf_kernel(Lambda, square_dis).to(z_rows.dtype)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*[Ss]parse CSR tensor support.*')
-        return torch.sparse.mm(pattern.matrix(kernel), z_rows)
+        return torch.sparse.mm(pattern.matrix(kernel, compact), z_rows)
 
 
 def resample_rows(matrix, x_rows):

@@ -1,0 +1,76 @@
+"""Inference weights of masked convolutions with their BatchNorm folded in, cached.
+
+Folding and re-laying out the weights of a W48 segment reads and writes hundreds of
+megabytes, a noticeable cost when few pixels are computed, so the folded weights are
+kept between calls and rebuilt as soon as any tensor they derive from changes (another
+tensor, another device, or an in-place update such as an optimiser step or
+``load_state_dict``, which bump the tensor's version counter). They are derived data
+only: they never enter a state dict, and outputs do not depend on the cache.
+"""
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from .kernels import fold_batch_norm
+
+
+@dataclass
+class FoldedConv:
+    """``bn(conv(x))`` as one convolution (see ``fold_batch_norm``).
+
+    Attributes:
+        ohwi (Tensor): C_out x k x k x C_in folded weight, contiguous: ``weight`` is its
+            OIHW (channels-last) view for dense convolution, ``matrix`` its C_out x
+            (k*k*C_in) view for the GEMM on gathered rows.
+        inner (Tensor | None): bias added before the RBF fill.
+        outer (Tensor | None): bias added after it (BatchNorm's shift).
+    """
+    ohwi: torch.Tensor
+    inner: torch.Tensor = None
+    outer: torch.Tensor = None
+
+    @property
+    def weight(self):
+        return self.ohwi.permute(0, 3, 1, 2)
+
+    @property
+    def matrix(self):
+        return self.ohwi.view(self.ohwi.shape[0], -1)
+
+
+def _signature(tensors):
+    return tuple(None if t is None else (t.data_ptr(), t._version, t.device, t.dtype, t.shape)
+                 for t in tensors)
+
+
+class FoldedWeights:
+    """Folded weights per convolution, valid while its (and its BN's) tensors are."""
+
+    def __init__(self):
+        self._entries = weakref.WeakKeyDictionary()
+
+    def get(self, conv, bn):
+        """The ``FoldedConv`` of ``conv`` followed by ``bn`` (or None)."""
+        tensors = [conv.weight, conv.bias]
+        if bn is not None:
+            tensors += [bn.weight, bn.bias, bn.running_mean, bn.running_var]
+        signature = _signature(tensors)
+        entry = self._entries.get(conv)
+        if entry is None or entry[0] != signature or entry[1] is not bn:
+            with torch.no_grad():
+                weight, inner, outer = fold_batch_norm(conv, bn)
+                folded = FoldedConv(weight.permute(0, 2, 3, 1).contiguous(), inner, outer)
+            entry = (signature, bn, folded)
+            self._entries[conv] = entry
+        return entry[2]
+
+    # A copy or a pickled model starts with an empty cache (weak references do neither).
+    def __deepcopy__(self, memo):
+        return FoldedWeights()
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self._entries = weakref.WeakKeyDictionary()

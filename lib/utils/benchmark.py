@@ -1,0 +1,262 @@
+"""Wall-clock benchmark of the execution modes of a confidence-masked model (MASK.EXECUTION).
+
+For each segment after exits 1-3 and each mask density it times ``dense``, ``sparse`` and
+``auto`` on the same inputs and masks, interleaving the modes so that a change of machine
+load hits them alike, and reports the median after warm-up next to the FLOPs ratio of the
+paper's accounting (ADP-C Sec. 4, spec Sec. 3). End to end it times the four-exit forward
+of each mode and of RH (the same network and weights without masks), with the latency of
+every exit, the figure an anytime user plans deadlines with.
+
+Masks are thresholded smooth noise of chosen density (``SmoothNoiseMasks``), so that
+random weights can be timed at the densities trained models produce.
+"""
+import copy
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+from models.hrnet import apply_transition
+from models.masked_conv import MaskedConv2d
+from models.model_anytime import NUM_EXITS, exit_input
+from utils.flops import conv_multiply_adds
+from utils.noise_masks import SmoothNoiseMasks
+
+MODES = ('dense', 'sparse', 'auto')
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _stem(model, x):
+    """Input branches of segment 1 (stem and layer1)."""
+    y = model.relu(model.bn1(model.conv1(x)))
+    return [model.layer1(model.relu(model.bn2(model.conv2(y))))]
+
+
+def _segment_inputs(model, x):
+    """Input branches and exit logits of segments 1, 2, 3 (dense, unmasked)."""
+    branches = _stem(model, x)
+    inputs = [(branches, model.exit1(exit_input(branches)))]
+    for j in range(1, NUM_EXITS - 1):
+        branches = apply_transition(getattr(model, f'transition{j}'), branches)
+        branches = getattr(model, f'stage{j + 1}')(branches)
+        inputs.append((branches, getattr(model, f'exit{j + 1}')(exit_input(branches))))
+    return inputs
+
+
+def segment_runner(model, j, inputs, masks, mode):
+    """A function running segment j of ``model`` on ``inputs`` (branches, exit j's logits)
+    with ``masks`` in ``mode``; it returns (output branches, aggregated exit logits)."""
+    branches, logits = inputs
+
+    def run():
+        previous, model.execution = model.execution, mode
+        try:
+            out_branches, out = model._run_segment(j, branches, logits, masks)
+        finally:
+            model.execution = previous
+        return out_branches, out
+    return run
+
+
+class _ConvCounter:
+    """Multiply-adds of the convolutions that run, with the spec's mask-aware accounting."""
+
+    def __init__(self, modules):
+        self.total = 0
+        self.handles = [m.register_forward_hook(self._hook) for m in modules
+                        if isinstance(m, nn.Conv2d)]
+
+    def _hook(self, module, inputs, output):
+        self.total += conv_multiply_adds(module, output)
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def count_multiply_adds(fn, modules):
+    """Run ``fn`` on the dense path and count its convolutions' multiply-adds."""
+    counter = _ConvCounter(modules)
+    try:
+        fn()
+    finally:
+        counter.remove()
+    return counter.total
+
+
+def _segment_modules(model, j):
+    return [m for top in model.parts()[j] for m in top.modules()]
+
+
+def logit_size(x):
+    """(h, w) of the exits' logits: two stride-2, padding-1 convolutions."""
+    return tuple(((s + 1) // 2 + 1) // 2 for s in x.shape[-2:])
+
+
+def interleaved_medians(fns, warmup, repeats, device):
+    """Median seconds of each function, timed in turns (warm-up rounds not counted)."""
+    times = {name: [] for name in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def max_relative_difference(got, ref, mask=None):
+    """max |got - ref| (where ``mask`` is 1) over the reference's scale (at least 1)."""
+    diff = (got - ref).abs()
+    if mask is not None:
+        diff = diff * mask
+    return diff.max().item() / max(1.0, ref.abs().max().item())
+
+
+def benchmark_segments(model, x, densities, warmup=1, repeats=3, smoothness=16, log=print):
+    """Time segments 1-3 in every mode at every density.
+
+    Args:
+        model (AnytimeHRNet): a masked model in eval mode.
+        x (Tensor): 1 x 3 x H x W input.
+        densities (list[float]): mask densities to time.
+        warmup, repeats (int): rounds discarded, rounds timed (median).
+        smoothness (int): correlation length of the masks, in pixels at 1/4 resolution.
+    Returns:
+        list[dict]: one row per (segment, density) with times, ratios and agreement.
+    """
+    device = x.device
+    rows = []
+    with torch.no_grad():
+        inputs = _segment_inputs(model, x)
+        size = logit_size(x)
+        for j in range(1, NUM_EXITS):
+            modules = _segment_modules(model, j)
+            full = SmoothNoiseMasks(x.shape[0], size, 1.0).to(device)
+            dense_flops = count_multiply_adds(
+                segment_runner(model, j, inputs[j - 1], full, 'dense'), modules)
+            for d in densities:
+                masks = SmoothNoiseMasks(x.shape[0], size, d, smoothness, seed=j).to(device)
+                fns = {mode: segment_runner(model, j, inputs[j - 1], masks, mode)
+                       for mode in MODES}
+                flops = count_multiply_adds(fns['dense'], modules)
+                ref_branches, ref = fns['dense']()
+                agreement = 0.0
+                for mode in ('sparse', 'auto'):
+                    got_branches, got = fns[mode]()
+                    agreement = max([agreement, max_relative_difference(
+                        got, ref, masks.at(ref.shape[-2:]))] + [
+                        max_relative_difference(a, b) for a, b in zip(got_branches, ref_branches)])
+                times = interleaved_medians(fns, warmup, repeats, device)
+                row = {'segment': j, 'density': d, 'flops_ratio': flops / dense_flops,
+                       'seconds': times, 'max_rel_diff': agreement}
+                for mode in ('sparse', 'auto'):
+                    row[f'{mode}_time_ratio'] = times[mode] / times['dense']
+                    row[f'{mode}_efficiency'] = row[f'{mode}_time_ratio'] / row['flops_ratio']
+                rows.append(row)
+                log(format_segment_row(row))
+    return rows
+
+
+def unmasked_copy(model):
+    """RH: the same network and weights with plain convolutions (no masks)."""
+    rh = copy.deepcopy(model)
+    rh.use_masks = False  # masked convolutions with empty slots are plain convolutions
+    return rh
+
+
+def benchmark_end_to_end(model, x, densities, warmup=1, repeats=3, smoothness=16):
+    """Four-exit forward of every mode and of RH, with per-exit latencies.
+
+    Args:
+        model (AnytimeHRNet): a masked model in eval mode.
+        x (Tensor): 1 x 3 x H x W input.
+        densities (list[float]): mask density of segments 1, 2, 3.
+    Returns:
+        dict: per-exit latencies (medians) and total per mode, FLOPs ratio, agreement.
+    """
+    device = x.device
+    masks = [SmoothNoiseMasks(x.shape[0], logit_size(x), d, smoothness, seed=j).to(device)
+             for j, d in enumerate(densities, start=1)]
+    rh = unmasked_copy(model)
+    runs = {mode: (model, masks, mode) for mode in MODES}
+    runs['RH'] = (rh, None, 'dense')
+    latencies = {name: [] for name in runs}
+    with torch.no_grad():
+        conv_modules = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        flops = count_multiply_adds(lambda: _forward(model, x, masks, 'dense'), conv_modules)
+        dense_flops = count_multiply_adds(lambda: _forward(rh, x, None, 'dense'),
+                                          [m for m in rh.modules() if isinstance(m, nn.Conv2d)])
+        ref = _forward(model, x, masks, 'dense')[0]
+        agreement = max(max_relative_difference(a, b)
+                        for mode in ('sparse', 'auto')
+                        for a, b in zip(_forward(model, x, masks, mode)[0], ref))
+        for round_ in range(warmup + repeats):
+            for name, (net, m, mode) in runs.items():
+                _, stamps = _forward(net, x, m, mode)
+                if round_ >= warmup:
+                    latencies[name].append(stamps)
+    medians = {name: [statistics.median(s[k] for s in stamps) for k in range(NUM_EXITS)]
+               for name, stamps in latencies.items()}
+    return {'densities': list(densities), 'flops_ratio': flops / dense_flops,
+            'exit_latency_s': medians, 'seconds': {n: v[-1] for n, v in medians.items()},
+            'speedup_vs_dense': {n: medians['dense'][-1] / v[-1] for n, v in medians.items()},
+            'speedup_vs_rh': {n: medians['RH'][-1] / v[-1] for n, v in medians.items()},
+            'max_rel_diff': agreement}
+
+
+def _forward(model, x, masks, mode):
+    """All exits of ``model`` in ``mode``, and the time at which each was ready."""
+    previous, model.execution = model.execution, mode
+    try:
+        outputs, stamps = [], []
+        _sync(x.device)
+        start = time.perf_counter()
+        for out in model.iter_exits(x, masks):
+            _sync(x.device)
+            stamps.append(time.perf_counter() - start)
+            outputs.append(out)
+    finally:
+        model.execution = previous
+    return outputs, stamps
+
+
+def format_segment_row(row):
+    t = row['seconds']
+    return (f"segment {row['segment']}  density {row['density']:5.2f}  FLOPs {row['flops_ratio']:5.3f}  "
+            f"dense {t['dense']:7.3f}s  sparse {t['sparse']:7.3f}s ({row['sparse_time_ratio']:5.3f}, "
+            f"eff {row['sparse_efficiency']:4.2f})  auto {t['auto']:7.3f}s "
+            f"({row['auto_time_ratio']:5.3f}, eff {row['auto_efficiency']:4.2f})  "
+            f"diff {row['max_rel_diff']:.1e}")
+
+
+def segment_table(rows):
+    """Markdown table of ``benchmark_segments``' rows."""
+    lines = ['| segment | density | FLOPs ratio | dense s | sparse s | sparse time ratio | '
+             'sparse efficiency | auto s | auto time ratio | auto efficiency |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        t = r['seconds']
+        lines.append(f"| {r['segment']} | {r['density']:.2f} | {r['flops_ratio']:.3f} | "
+                     f"{t['dense']:.3f} | {t['sparse']:.3f} | {r['sparse_time_ratio']:.3f} | "
+                     f"{r['sparse_efficiency']:.2f} | {t['auto']:.3f} | "
+                     f"{r['auto_time_ratio']:.3f} | {r['auto_efficiency']:.2f} |")
+    return '\n'.join(lines)
+
+
+def end_to_end_table(result):
+    """Markdown table of ``benchmark_end_to_end``'s per-exit latencies."""
+    lines = ['| execution | exit 1 s | exit 2 s | exit 3 s | exit 4 s | speed-up vs dense | '
+             'speed-up vs RH |', '|---|---|---|---|---|---|---|']
+    for name, lat in result['exit_latency_s'].items():
+        lines.append(f"| {name} | " + ' | '.join(f'{v:.3f}' for v in lat) +
+                     f" | {result['speedup_vs_dense'][name]:.2f} | "
+                     f"{result['speedup_vs_rh'][name]:.2f} |")
+    return '\n'.join(lines)

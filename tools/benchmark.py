@@ -1,0 +1,86 @@
+"""Wall-clock benchmark of MASK.EXECUTION dense / sparse / auto, per segment and end to end.
+
+    python tools/benchmark.py --cfg experiments/cityscapes/w48_adpc.yaml --shape 512 1024 \
+        --densities 0.1,0.25,0.5 --threads 2 --json benchmark.json
+
+Masks are thresholded smooth noise of the given densities (random weights, or
+TEST.MODEL_FILE); end to end, segments 1-3 get --e2e-densities (the paper's are about
+0.8, 0.6, 0.35) and RH is the same network and weights without masks.
+"""
+import argparse
+import json
+import logging
+import platform
+
+import _init_paths  # noqa: F401
+import torch
+
+from config import config, update_config
+from models.model_anytime import build_model
+from utils.benchmark import benchmark_end_to_end, benchmark_segments, end_to_end_table, \
+    segment_table
+from utils.checkpoint import load_model_weights
+
+
+def floats(text):
+    return [float(v) for v in text.split(',')]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--cfg', required=True, help='experiment YAML of a masked model')
+    parser.add_argument('--shape', type=int, nargs=2, default=(512, 1024), metavar=('H', 'W'))
+    parser.add_argument('--densities', type=floats, default=[0.1, 0.25, 0.5],
+                        help='mask densities of the per-segment measurements')
+    parser.add_argument('--e2e-densities', type=floats, default=[0.8, 0.6, 0.35],
+                        help='mask densities of segments 1, 2, 3 end to end')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--threads', type=int, help='torch CPU threads')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed rounds')
+    parser.add_argument('--repeats', type=int, default=3, help='timed rounds (median)')
+    parser.add_argument('--skip-segments', action='store_true', help='end to end only')
+    parser.add_argument('--json', help='write the figures here')
+    parser.add_argument('opts', nargs=argparse.REMAINDER, help='KEY VALUE config overrides')
+    return parser.parse_args()
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    args = parse_args()
+    cfg = update_config(config, args)
+    if not cfg.MASK.USE:
+        raise SystemExit(f'{args.cfg}: MASK.USE is off; the execution modes only differ for '
+                         f'masked models (add MASK.USE True)')
+    if len(args.e2e_densities) != 3:
+        raise SystemExit('--e2e-densities needs three values, one per segment')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = build_model(cfg)
+    if cfg.TEST.MODEL_FILE:
+        load_model_weights(model, cfg.TEST.MODEL_FILE)
+    model = model.to(device).eval()
+    x = torch.randn(1, 3, *args.shape, device=device)
+    machine = {'torch': torch.__version__, 'threads': torch.get_num_threads(),
+               'device': torch.cuda.get_device_name(device) if device.type == 'cuda'
+               else platform.processor() or platform.machine(), 'shape': list(args.shape),
+               'cfg': args.cfg, 'opts': args.opts}
+    print(f"torch {machine['torch']}, {machine['threads']} threads, {machine['device']}, "
+          f"input {tuple(args.shape)}, {args.cfg}")
+    result = {'machine': machine}
+    if not args.skip_segments:
+        rows = benchmark_segments(model, x, args.densities, args.warmup, args.repeats)
+        print(segment_table(rows))
+        result['segments'] = rows
+    e2e = benchmark_end_to_end(model, x, args.e2e_densities, args.warmup, args.repeats)
+    print(f"end to end, densities {e2e['densities']}, FLOPs ratio {e2e['flops_ratio']:.3f}, "
+          f"max relative difference {e2e['max_rel_diff']:.1e}")
+    print(end_to_end_table(e2e))
+    result['end_to_end'] = e2e
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
