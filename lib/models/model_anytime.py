@@ -173,15 +173,24 @@ class AnytimeHRNet(nn.Module):
         ``masks`` (benchmarks and tests only): three mask providers (``at(size)`` -> N x 1 x
         h x w) that replace the confidence masks of segments 1-3, to run masked models at
         chosen densities; ignored without MASK.USE."""
+        sparse = self._runs_sparse()
+        if sparse:  # the sparse engine works on channels-last maps: start in that layout
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))  # N x 64 x H/4 x W/4
         branches = [self.layer1(x)]
         logits = self.exit1(exit_input(branches, detach=self.early_detach))
-        yield logits
+        yield logits.contiguous() if sparse else logits
         for j in range(1, NUM_EXITS):
             branches, logits = self._run_segment(j, branches, logits,
                                                  None if masks is None else masks[j - 1])
             yield logits
+
+    def _runs_sparse(self):
+        """Masked segments go to the sparse engine: masked model, inference, no gradients,
+        MASK.EXECUTION other than 'dense'."""
+        return self.use_masks and self.execution != 'dense' and not self.training \
+            and not torch.is_grad_enabled()
 
     def _run_segment(self, j, branches, logits, masks=None):
         """Segment j: transition_j, stage_{j+1} and exit j+1, masked by exit j's logits
@@ -191,8 +200,7 @@ class AnytimeHRNet(nn.Module):
             masks = None
         elif masks is None:
             masks = ConfidenceMasks(logits, self.mask_criterion, self.mask_threshold)
-        if masks is not None and self.execution != 'dense' and not self.training \
-                and not torch.is_grad_enabled():
+        if masks is not None and self._runs_sparse():
             # Inference: compute only where the masks are 1 (no gradients needed).
             branches, out = run_segment(
                 getattr(self, f'transition{j}'), getattr(self, f'stage{j + 1}'),

@@ -135,16 +135,20 @@ def benchmark_segments(model, x, densities, warmup=1, repeats=3, smoothness=16, 
     device = x.device
     rows = []
     with torch.no_grad():
-        inputs = _segment_inputs(model, x)
+        # As in the model: dense execution keeps PyTorch's default layout, the sparse
+        # engine works channels-last from the input on.
+        inputs = {'dense': _segment_inputs(model, x),
+                  'sparse': _segment_inputs(model, x.contiguous(memory_format=torch.channels_last))}
         size = logit_size(x)
         for j in range(1, NUM_EXITS):
             modules = _segment_modules(model, j)
             full = SmoothNoiseMasks(x.shape[0], size, 1.0).to(device)
             dense_flops = count_multiply_adds(
-                segment_runner(model, j, inputs[j - 1], full, 'dense'), modules)
+                segment_runner(model, j, inputs['dense'][j - 1], full, 'dense'), modules)
             for d in densities:
                 masks = SmoothNoiseMasks(x.shape[0], size, d, smoothness, seed=j).to(device)
-                fns = {mode: segment_runner(model, j, inputs[j - 1], masks, mode)
+                fns = {mode: segment_runner(model, j, inputs['sparse' if mode != 'dense' else
+                                                             'dense'][j - 1], masks, mode)
                        for mode in MODES}
                 flops = count_multiply_adds(fns['dense'], modules)
                 ref_branches, ref = fns['dense']()

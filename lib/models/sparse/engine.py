@@ -158,7 +158,8 @@ class SegmentEngine:
 
         Skipped pixels hold ``outer (+ residual)``, ReLU'd: right wherever the fill is 0.
         Active rows, and the skipped rows whose fill a reader needs, are then written over
-        it: one dense pass instead of one per elementwise step.
+        it: one dense pass instead of one per elementwise step. A reader of the active
+        pixels (and their ring) only gets zeros elsewhere, the cheapest finite values.
 
         Args:
             z_active (Tensor | None): n_active x C_out, inner bias included.
@@ -170,11 +171,14 @@ class SegmentEngine:
         if residual is not None:
             out = channels_last(residual + outer if outer is not None else residual.clone())
             residual_rows = flat_rows(residual)
+        elif need != 'full' or outer is None:
+            out = torch.empty((n, c, h, w), dtype=like.dtype, device=like.device,
+                              memory_format=torch.channels_last).zero_()
         else:
             out = torch.empty((n, c, h, w), dtype=like.dtype, device=like.device,
                               memory_format=torch.channels_last)
-            out.copy_(outer.expand(n, c, h, w)) if outer is not None else out.zero_()
-        if relu:
+            out.copy_(outer.expand(n, c, h, w))
+        if relu and (residual is not None or (need == 'full' and outer is not None)):
             out.relu_()
         if z_active is None:
             return out
