@@ -163,7 +163,8 @@ def benchmark_segments(model, x, densities, warmup=1, repeats=3, smoothness=16, 
                        'seconds': times, 'max_rel_diff': agreement}
                 for mode in ('sparse', 'auto'):
                     row[f'{mode}_time_ratio'] = times[mode] / times['dense']
-                    row[f'{mode}_efficiency'] = row[f'{mode}_time_ratio'] / row['flops_ratio']
+                    row[f'{mode}_efficiency'] = (row[f'{mode}_time_ratio'] / row['flops_ratio']
+                                                 if row['flops_ratio'] > 0 else None)
                 rows.append(row)
                 log(format_segment_row(row))
     return rows
@@ -232,12 +233,16 @@ def _forward(model, x, masks, mode):
     return outputs, stamps
 
 
+def _efficiency(value):
+    return '-' if value is None else f'{value:.2f}'
+
+
 def format_segment_row(row):
     t = row['seconds']
     return (f"segment {row['segment']}  density {row['density']:5.2f}  FLOPs {row['flops_ratio']:5.3f}  "
             f"dense {t['dense']:7.3f}s  sparse {t['sparse']:7.3f}s ({row['sparse_time_ratio']:5.3f}, "
-            f"eff {row['sparse_efficiency']:4.2f})  auto {t['auto']:7.3f}s "
-            f"({row['auto_time_ratio']:5.3f}, eff {row['auto_efficiency']:4.2f})  "
+            f"eff {_efficiency(row['sparse_efficiency'])})  auto {t['auto']:7.3f}s "
+            f"({row['auto_time_ratio']:5.3f}, eff {_efficiency(row['auto_efficiency'])})  "
             f"diff {row['max_rel_diff']:.1e}")
 
 
@@ -250,8 +255,8 @@ def segment_table(rows):
         t = r['seconds']
         lines.append(f"| {r['segment']} | {r['density']:.2f} | {r['flops_ratio']:.3f} | "
                      f"{t['dense']:.3f} | {t['sparse']:.3f} | {r['sparse_time_ratio']:.3f} | "
-                     f"{r['sparse_efficiency']:.2f} | {t['auto']:.3f} | "
-                     f"{r['auto_time_ratio']:.3f} | {r['auto_efficiency']:.2f} |")
+                     f"{_efficiency(r['sparse_efficiency'])} | {t['auto']:.3f} | "
+                     f"{r['auto_time_ratio']:.3f} | {_efficiency(r['auto_efficiency'])} |")
     return '\n'.join(lines)
 
 

@@ -17,7 +17,7 @@ POLICIES = {
     'sparse': ExecutionPolicy('sparse'),
     'auto': ExecutionPolicy.for_device('auto', torch.device('cpu')),
     # Break-even densities that send 1x1 and 3x3 layers different ways at 50%.
-    'mixed': ExecutionPolicy('auto', {1: 0.3, 3: 0.7}),
+    'mixed': ExecutionPolicy('auto', {(1, None): 0.3, (3, None): 0.7}),
 }
 
 

@@ -54,11 +54,21 @@ class MaskGeometry:
                                                        device=self.active.device)
         return self._position
 
+    def padded_position(self, pad):
+        """``position`` as an N x (h+2pad) x (w+2pad) map, -1 in the padding."""
+        h, w = self.size
+        out = torch.full((self.batch, h + 2 * pad, w + 2 * pad), -1, dtype=torch.int64,
+                         device=self.active.device)
+        out[:, pad:pad + h, pad:pad + w] = self.position.view(self.batch, h, w)
+        return out
+
     def ring(self, radius):
         """Skipped pixels within Chebyshev distance ``radius`` of an active pixel: where an
         RBF fill is non-zero (radius 3), or where a 3x3 convolution reads (radius 1)."""
         if radius not in self._rings:
-            near = F.max_pool2d(self.mask, 2 * radius + 1, stride=1, padding=radius)
+            k = 2 * radius + 1  # separable dilation: two 1-D max pools
+            near = F.max_pool2d(self.mask, (1, k), stride=1, padding=(0, radius))
+            near = F.max_pool2d(near, (k, 1), stride=1, padding=(radius, 0))
             ring = (near.reshape(-1) > 0.5) & ~self.keep
             self._rings[radius] = ring.nonzero().squeeze(1)
         return self._rings[radius]
@@ -81,22 +91,21 @@ class FillPattern:
         h, w = geom.size
         self.rows = rows
         self.numel = geom.numel
+        r = RBF_RADIUS
+        wp = w + 2 * r  # in a map padded by r, neighbours are fixed offsets, no bounds
         n, i, j = _coords(rows, geom.size)
-        d = torch.arange(-RBF_RADIUS, RBF_RADIUS + 1, device=rows.device)
-        di = d.repeat_interleave(RBF_SIZE)  # offsets in row-major 7x7 order
-        dj = d.repeat(RBF_SIZE)
-        ii, jj = i[:, None] + di, j[:, None] + dj  # rows x 49
-        inside = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
-        flat = (n[:, None] * h + ii.clamp(0, h - 1)) * w + jj.clamp(0, w - 1)
-        valid = inside & geom.keep[flat]
+        d = torch.arange(-r, r + 1, device=rows.device)
+        offsets = (d[:, None] * wp + d[None, :]).reshape(-1)  # row-major 7x7 order
+        padded = (n * (h + 2 * r) + i + r) * wp + j + r
+        position = geom.padded_position(r).view(-1)[padded[:, None] + offsets]  # rows x 49
+        valid = position >= 0  # active neighbours
         counts = valid.sum(1)
         self.crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=rows.device)
         self.crow[1:] = counts.cumsum(0)
-        self.col = flat[valid]  # row-major, so each row's columns ascend
-        self.col_active = geom.position[self.col]  # ascending too: positions keep order
+        self.col_active = position[valid]  # row-major, so each row's columns ascend
+        self.col = geom.active[self.col_active]  # ascending too: active is sorted
         self.num_active = geom.active.numel()
-        self.offset = torch.arange(RBF_SIZE * RBF_SIZE, device=rows.device).expand_as(
-            valid)[valid]
+        self.offset = torch.arange(offsets.numel(), device=rows.device).expand_as(valid)[valid]
 
     def matrix(self, kernel, compact=False):
         """The fill for a 7x7 ``kernel`` as a CSR matrix: rows x active pixels when

@@ -6,15 +6,19 @@
 - 'auto': per layer, sparse when the mask density is below the break-even density of
   that layer's kind on the current device, dense (channels-last, BN folded) above it.
 
-The break-even densities below are for CPUs; on other devices, where nothing was
-measured, 'auto' uses the engine's dense path for every layer (channels-last, BN folded,
-RBF fill only where it is non-zero), which does less work than 'dense'.
+The break-even densities below were measured with ``models.sparse.calibrate`` on a 2-core
+CPU (torch 2.13, 2 threads); wide layers pay off up to higher densities than narrow ones,
+whose GEMMs are less efficient. On other devices, where nothing was measured, 'auto' uses
+the engine's dense path for every layer (channels-last, BN folded, RBF fill only where it
+is non-zero), which does less work than 'dense'.
 """
 
 EXECUTION_MODES = ('dense', 'sparse', 'auto')
 
-# Density below which a sparse layer beats the engine's dense layer, by kernel size.
-CPU_BREAK_EVEN = {1: 0.55, 3: 0.55}
+# (kernel size, up to this many output channels) -> density below which a sparse layer
+# beats the engine's dense layer; the first matching entry applies.
+CPU_BREAK_EVEN = {(3, 64): 0.35, (3, 128): 0.55, (3, 256): 0.65, (3, None): 0.85,
+                  (1, 256): 0.55, (1, None): 0.75}
 
 
 class ExecutionPolicy:
@@ -22,8 +26,9 @@ class ExecutionPolicy:
 
     Args:
         mode (str): 'sparse' or 'auto' ('dense' never reaches the engine).
-        break_even (dict[int, float] | None): kernel size -> density below which 'auto'
-            runs a layer sparse; None: dense everywhere in 'auto'.
+        break_even (dict | None): (kernel size, max output channels or None for any) ->
+            density below which 'auto' runs a layer sparse, first match applies; None:
+            dense everywhere in 'auto'.
     """
 
     def __init__(self, mode, break_even=None):
@@ -42,7 +47,11 @@ class ExecutionPolicy:
         """Run ``conv`` sparse at mask ``density``?"""
         if self.mode == 'sparse':
             return True
-        return density < self.break_even.get(conv.kernel_size[0], 0.0)
+        for (kernel, channels), threshold in self.break_even.items():
+            if kernel == conv.kernel_size[0] and (channels is None or
+                                                  conv.out_channels <= channels):
+                return density < threshold
+        return False
 
 
 def check_execution(mode):

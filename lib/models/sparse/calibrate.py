@@ -1,0 +1,70 @@
+"""Measure the break-even densities of 'auto' (MASK.EXECUTION) on the current device.
+
+For representative masked layers (HRNet-W48 shapes at 512x1024 input) it times the
+engine's sparse and dense layer at growing mask densities and reports the density at
+which sparse stops being faster. ``policy.CPU_BREAK_EVEN`` holds the figures measured
+this way on a 2-core CPU:
+
+    python -m models.sparse.calibrate    # from lib/, or with lib/ on sys.path
+"""
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+from ..masked_conv import MaskedConv2d, MaskSlot
+from .engine import SegmentEngine
+from .kernels import channels_last
+from .policy import ExecutionPolicy
+from utils.noise_masks import SmoothNoiseMasks
+
+# (kernel, C_in, C_out, h, w): 3x3 branch convs of W48 at 512x1024, and 1x1 head convs.
+LAYERS = [(3, 48, 48, 128, 256), (3, 96, 96, 64, 128), (3, 192, 192, 32, 64),
+          (3, 384, 384, 16, 32), (1, 720, 720, 128, 256), (1, 720, 128, 64, 128)]
+DENSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def _median_time(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def break_even(kernel, c_in, c_out, h, w, densities=DENSITIES, repeats=5, device='cpu'):
+    """Highest density at which the sparse layer is still faster than the dense one."""
+    conv = MaskedConv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False,
+                        slot=MaskSlot()).to(device)
+    bn = nn.BatchNorm2d(c_out).to(device).eval()
+    x = channels_last(torch.randn(1, c_in, h, w, device=device))
+    best = 0.0
+    with torch.no_grad():
+        for d in densities:
+            masks = SmoothNoiseMasks(1, (h, w), d, smoothness=max(2, h // 8)).to(device)
+            t = {}
+            for mode, policy in (('sparse', ExecutionPolicy('sparse')),
+                                 ('dense', ExecutionPolicy('auto', {}))):
+                # One engine per density: a segment builds its geometry once for all its
+                # layers, so the per-layer comparison leaves that cost out.
+                engine = SegmentEngine(masks, policy)
+                t[mode] = _median_time(lambda: engine.conv(conv, bn, x, relu=True), repeats)
+            if t['sparse'] < t['dense']:
+                best = d
+            print(f'  k{kernel} {c_in}->{c_out} {h}x{w} density {d:.1f}: sparse '
+                  f"{t['sparse'] * 1e3:.2f} ms, dense {t['dense'] * 1e3:.2f} ms")
+    return best
+
+
+def main():
+    torch.set_num_threads(torch.get_num_threads())
+    for layer in LAYERS:
+        print(f'break-even of k{layer[0]} {layer[1]}->{layer[2]} at {layer[3]}x{layer[4]}: '
+              f'{break_even(*layer):.1f}')
+
+
+if __name__ == '__main__':
+    main()

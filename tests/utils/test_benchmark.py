@@ -1,0 +1,31 @@
+"""The benchmark library runs on a tiny model and reports agreeing outputs (no timing checks)."""
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'models'))
+from tiny import tiny_model  # noqa: E402
+from utils.benchmark import benchmark_end_to_end, benchmark_segments, end_to_end_table, \
+    segment_table  # noqa: E402
+
+
+def test_benchmark_reports_every_segment_and_exit():
+    torch.manual_seed(0)
+    model = tiny_model('adpc').eval()
+    x = torch.randn(1, 3, 64, 96)
+    rows = benchmark_segments(model, x, [0.0, 0.5], warmup=0, repeats=1, smoothness=2,
+                              log=lambda line: None)
+    assert [(r['segment'], r['density']) for r in rows] == \
+        [(j, d) for j in (1, 2, 3) for d in (0.0, 0.5)]
+    for r in rows:
+        assert set(r['seconds']) == {'dense', 'sparse', 'auto'}
+        assert r['max_rel_diff'] <= 1e-4
+        assert 0 <= r['flops_ratio'] <= 1
+    assert rows[0]['flops_ratio'] == 0  # nothing computed at density 0
+    e2e = benchmark_end_to_end(model, x, [0.8, 0.6, 0.35], warmup=0, repeats=1, smoothness=2)
+    assert set(e2e['exit_latency_s']) == {'dense', 'sparse', 'auto', 'RH'}
+    assert all(len(v) == 4 for v in e2e['exit_latency_s'].values())
+    assert e2e['max_rel_diff'] <= 1e-4 and 0 < e2e['flops_ratio'] < 1
+    assert segment_table(rows).count('\n') == len(rows) + 1
+    assert 'RH' in end_to_end_table(e2e)
