@@ -80,8 +80,10 @@ def test_segments_equal_dense(variant, density, policy):
     for j in (1, 2, 3):
         masks = SmoothNoiseMasks(2, (16, 24), density, smoothness=4, seed=j)
         ref_branches, ref = dense_segment(model, j, branches, masks)
+        inputs = [b.clone() for b in branches]
         got_branches, got = sparse_segment(model, j, branches, masks, POLICIES[policy])
         assert got.shape == ref.shape and close(got, ref), (j, (got - ref).abs().max())
+        assert all(torch.equal(a, b) for a, b in zip(inputs, branches))  # inputs untouched
         for a, b in zip(got_branches, ref_branches):
             assert close(a, b)
         branches = ref_branches

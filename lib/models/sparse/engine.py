@@ -153,7 +153,8 @@ class SegmentEngine:
         pattern = self.geometry.fill(geom.size, RBF_RADIUS if need == 'full' else 1)
         return pattern if pattern.rows.numel() else None
 
-    def _assemble(self, conv, geom, z_active, folded, relu, residual, need, like):
+    def _assemble(self, conv, geom, z_active, folded, relu, residual, need, like,
+                  reuse=False):
         """Full output map of a sparsely computed layer from its active rows.
 
         Skipped pixels hold ``outer (+ residual)``, ReLU'd: right wherever the fill is 0.
@@ -165,12 +166,27 @@ class SegmentEngine:
             z_active (Tensor | None): n_active x C_out, inner bias included.
             folded (FoldedConv): the layer's biases.
             like (Tensor): any tensor of the right device and dtype.
+            reuse (bool): ``residual`` is read by nothing else, so the output may take
+                its memory (no new buffer, no page faults).
         """
         n, (h, w), c = geom.batch, geom.size, conv.out_channels
         outer = None if folded.outer is None else folded.outer.view(1, -1, 1, 1)
+        pattern = self._fill_rows(conv, geom, need) if z_active is not None else None
+        parts = []  # (rows, values) to write over the skipped-pixel value
+        if pattern is not None:
+            parts.append((pattern.rows, rbf_fill_rows(pattern, z_active, conv.Lambda,
+                                                      conv.square_dis, compact=True)))
+        if z_active is not None:
+            parts.append((geom.active, z_active))
         if residual is not None:
-            out = channels_last(residual + outer if outer is not None else residual.clone())
             residual_rows = flat_rows(residual)
+            # Read the residual at the written rows before its memory may be reused.
+            parts = [(rows, values.add_(residual_rows.index_select(0, rows)))
+                     for rows, values in parts]
+            if reuse:
+                out = residual if outer is None else residual.add_(outer)
+            else:
+                out = channels_last(residual + outer if outer is not None else residual.clone())
         elif need != 'full' or outer is None:
             out = torch.empty((n, c, h, w), dtype=like.dtype, device=like.device,
                               memory_format=torch.channels_last).zero_()
@@ -180,27 +196,17 @@ class SegmentEngine:
             out.copy_(outer.expand(n, c, h, w))
         if relu and (residual is not None or (need == 'full' and outer is not None)):
             out.relu_()
-        if z_active is None:
-            return out
         out_rows = out.permute(0, 2, 3, 1).view(-1, c)  # a view: writes reach out
-
-        def put(rows, values):
+        for rows, values in parts:
             if folded.outer is not None:
                 values = values.add_(folded.outer)
-            if residual is not None:
-                values = values.add_(residual_rows.index_select(0, rows))
             out_rows.index_copy_(0, rows, values.relu_() if relu else values)
-
-        pattern = self._fill_rows(conv, geom, need)
-        if pattern is not None:
-            fill = rbf_fill_rows(pattern, z_active, conv.Lambda, conv.square_dis, compact=True)
-            put(pattern.rows, fill)
-        put(geom.active, z_active)
         return out
 
-    def conv(self, conv, bn, x, relu=False, residual=None, need='full'):
+    def conv(self, conv, bn, x, relu=False, residual=None, need='full', reuse=False):
         """``relu(bn(conv(x)) + residual)`` for a (masked) convolution, right at the
-        pixels ``need`` names. ``x``: N x C x H x W channels-last."""
+        pixels ``need`` names. ``x``: N x C x H x W channels-last. ``reuse``: the residual
+        is read by nothing else and its memory may hold the output."""
         k, s, p = _conv_geometry(conv)
         n, _, h, w = x.shape
         out_size = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
@@ -215,7 +221,7 @@ class SegmentEngine:
             taps = self.geometry.taps(out_size, (h, w), k, s, p)
             cols = gather_rows(flat_rows(x), taps)  # n_active x k*k*C_in
             z_active = rows_matmul(cols, folded.matrix, folded.inner)  # n_active x C_out
-        return self._assemble(conv, geom, z_active, folded, relu, residual, need, x)
+        return self._assemble(conv, geom, z_active, folded, relu, residual, need, x, reuse)
 
     def _dense(self, conv, geom, x, folded, stride, padding, relu, residual, need):
         """The engine's dense layer: channels-last convolution with BN folded in, the fill
@@ -265,9 +271,13 @@ class SegmentEngine:
 
     # -- HRNet structure ----------------------------------------------------------------
 
-    def block(self, block, x):
-        """BasicBlock or Bottleneck: a chain of conv steps with a residual connection."""
-        residual = x if block.downsample is None else self.sequential(block.downsample, x)
+    def block(self, block, x, owned=False):
+        """BasicBlock or Bottleneck: a chain of conv steps with a residual connection.
+        ``owned``: nothing outside reads ``x``, so the output may reuse its memory."""
+        if block.downsample is None:
+            residual = x
+        else:
+            residual, owned = self.sequential(block.downsample, x), True
         convs = [(block.conv1, block.bn1), (block.conv2, block.bn2)]
         if hasattr(block, 'conv3'):
             convs.append((block.conv3, block.bn3))
@@ -275,12 +285,12 @@ class SegmentEngine:
             last = i == len(convs) - 1
             need = 'full' if last else _need_before(convs[i + 1][0])
             x = self.conv(conv, bn, x, relu=True, residual=residual if last else None,
-                          need=need)
+                          need=need, reuse=last and owned)
         return x
 
-    def branch(self, layers, x):
-        for block in layers:
-            x = self.block(block, x)
+    def branch(self, layers, x, owned=False):
+        for k, block in enumerate(layers):
+            x = self.block(block, x, owned=owned or k > 0)  # later inputs are ours
         return x
 
     def transition(self, transition, branches):
@@ -289,9 +299,11 @@ class SegmentEngine:
                 else self.sequential(layer, branches[min(i, len(branches) - 1)])
                 for i, layer in enumerate(transition)]
 
-    def hr_module(self, module, xs):
-        """``HighResolutionModule.forward``: branches, then the all-to-all fusion."""
-        xs = [self.branch(layers, x) for layers, x in zip(module.branches, xs)]
+    def hr_module(self, module, xs, owned=None):
+        """``HighResolutionModule.forward``: branches, then the all-to-all fusion.
+        ``owned[i]``: nothing outside reads ``xs[i]`` (its memory may be reused)."""
+        xs = [self.branch(layers, x, own) for layers, x, own in
+              zip(module.branches, xs, owned or [False] * len(xs))]
         if module.fuse_layers is None:
             return xs
         fused = []
@@ -413,7 +425,9 @@ def run_segment(transition, stage, head, branches, masks, policy, need_out='acti
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*[Ss]parse CSR tensor support.*')
         branches = engine.transition(transition, [channels_last(b) for b in branches])
+        owned = [layer is not None for layer in transition]  # others are the caller's
         for module in stage:
-            branches = engine.hr_module(module, branches)
+            branches = engine.hr_module(module, branches, owned)
+            owned = None if module.fuse_layers is None else [True] * len(branches)
         out = engine.head(head, branches, need_out)
     return branches, out
