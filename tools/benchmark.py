@@ -10,6 +10,7 @@ TEST.MODEL_FILE); end to end, segments 1-3 get --e2e-densities (the paper's are 
 import argparse
 import json
 import logging
+import os
 import platform
 
 import _init_paths  # noqa: F401
@@ -20,6 +21,20 @@ from models.model_anytime import build_model
 from utils.benchmark import benchmark_end_to_end, benchmark_segments, end_to_end_table, \
     segment_table
 from utils.checkpoint import load_model_weights
+
+TOLERANCE = 1e-4  # max |mode - dense| relative to the logits' scale
+
+
+def cpu_name():
+    """The CPU model as /proc/cpuinfo names it (Linux), else what platform knows."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def floats(text):
@@ -63,7 +78,7 @@ def main():
     x = torch.randn(1, 3, *args.shape, device=device)
     machine = {'torch': torch.__version__, 'threads': torch.get_num_threads(),
                'device': torch.cuda.get_device_name(device) if device.type == 'cuda'
-               else platform.processor() or platform.machine(), 'shape': list(args.shape),
+               else cpu_name(), 'shape': list(args.shape),
                'cfg': args.cfg, 'opts': args.opts}
     print(f"torch {machine['torch']}, {machine['threads']} threads, {machine['device']}, "
           f"input {tuple(args.shape)}, {args.cfg}")
@@ -80,6 +95,11 @@ def main():
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)
+    worst = max([e2e['max_rel_diff']] + [r['max_rel_diff'] for r in result.get('segments', [])])
+    if worst > TOLERANCE:
+        raise SystemExit(f'outputs disagree with dense: max relative difference {worst:.1e} '
+                         f'> {TOLERANCE}')
+    print(f'outputs agree with dense: max relative difference {worst:.1e} <= {TOLERANCE}')
 
 
 if __name__ == '__main__':

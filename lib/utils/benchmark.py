@@ -18,7 +18,6 @@ import torch
 import torch.nn as nn
 
 from models.hrnet import apply_transition
-from models.masked_conv import MaskedConv2d
 from models.model_anytime import NUM_EXITS, exit_input
 from utils.flops import conv_multiply_adds
 from utils.noise_masks import SmoothNoiseMasks
@@ -239,8 +238,9 @@ def _efficiency(value):
 
 def format_segment_row(row):
     t = row['seconds']
-    return (f"segment {row['segment']}  density {row['density']:5.2f}  FLOPs {row['flops_ratio']:5.3f}  "
-            f"dense {t['dense']:7.3f}s  sparse {t['sparse']:7.3f}s ({row['sparse_time_ratio']:5.3f}, "
+    return (f"segment {row['segment']}  density {row['density']:5.2f}  "
+            f"FLOPs {row['flops_ratio']:5.3f}  dense {t['dense']:7.3f}s  "
+            f"sparse {t['sparse']:7.3f}s ({row['sparse_time_ratio']:5.3f}, "
             f"eff {_efficiency(row['sparse_efficiency'])})  auto {t['auto']:7.3f}s "
             f"({row['auto_time_ratio']:5.3f}, eff {_efficiency(row['auto_efficiency'])})  "
             f"diff {row['max_rel_diff']:.1e}")
