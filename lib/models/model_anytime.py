@@ -150,6 +150,12 @@ class AnytimeHRNet(nn.Module):
         return [first] + [[getattr(self, f'transition{j}'), getattr(self, f'stage{j + 1}'),
                            getattr(self, self.exit_name(j + 1))] for j in range(1, NUM_EXITS)]
 
+    def train(self, mode=True):
+        # Weights may change while training, also through ``.data`` (which bypasses the
+        # version counters the cache checks): start inference with freshly folded weights.
+        self.folded_weights.clear()
+        return super().train(mode)
+
     def init_weights(self):
         """The random init of the original: conv weights N(0, 0.001), BN weight 1, bias 0."""
         for m in self.modules():

@@ -189,6 +189,26 @@ def test_no_state_between_calls():
     assert all(slot.masks is None for slot in model.mask_slots)
 
 
+def test_changed_weights_are_folded_again():
+    """Folded weights are cached between calls, never past a change of the weights."""
+    model, other = randomise(tiny_model('ca'), seed=0), randomise(tiny_model('ca'), seed=1)
+    x = torch.randn(1, 3, 64, 96)
+    masks = [SmoothNoiseMasks(1, (16, 24), 0.4, smoothness=4, seed=j) for j in (1, 2, 3)]
+
+    def outputs(mode):
+        model.execution = mode
+        with torch.no_grad():
+            return model(x, masks=masks)
+
+    outputs('sparse')
+    model.load_state_dict(other.state_dict())  # in place: bumps version counters
+    assert all(close(a, b) for a, b in zip(outputs('sparse'), outputs('dense')))
+    for p in model.parameters():  # through .data: no version bump, hence eval()
+        p.data.mul_(0.5)
+    model.eval()
+    assert all(close(a, b) for a, b in zip(outputs('sparse'), outputs('dense')))
+
+
 def test_training_and_gradients_keep_the_dense_path(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError('the sparse engine ran')

@@ -5,7 +5,9 @@ megabytes, a noticeable cost when few pixels are computed, so the folded weights
 kept between calls and rebuilt as soon as any tensor they derive from changes (another
 tensor, another device, or an in-place update such as an optimiser step or
 ``load_state_dict``, which bump the tensor's version counter). They are derived data
-only: they never enter a state dict, and outputs do not depend on the cache.
+only: they never enter a state dict, and outputs do not depend on the cache. Writes
+through ``.data`` bypass version counters; ``AnytimeHRNet.train()`` / ``eval()`` clear the
+cache, so call ``model.eval()`` after editing weights that way.
 """
 import weakref
 from dataclasses import dataclass
@@ -64,6 +66,9 @@ class FoldedWeights:
             entry = (signature, bn, folded)
             self._entries[conv] = entry
         return entry[2]
+
+    def clear(self):
+        self._entries = weakref.WeakKeyDictionary()
 
     # A copy or a pickled model starts with an empty cache (weak references do neither).
     def __deepcopy__(self, memo):
