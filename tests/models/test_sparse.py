@@ -150,6 +150,24 @@ def test_models_equal_dense_with_confidence_masks(variant, batch):
                 assert close(got, want), (mode, (got - want).abs().max())
 
 
+@pytest.mark.parametrize('opts', [('EXIT.FINAL_CONV_KERNEL', 3), ('MASK.AGGR', 'none'),
+                                  ('MASK.INTERPOLATION', 'none')])
+@pytest.mark.parametrize('variant', ['ca', 'adpc'])
+def test_model_options_equal_dense(variant, opts):
+    """A 3x3 classifier, no aggregation (skipped logits are read), no RBF fill."""
+    x = torch.randn(2, 3, 64, 96)
+    model = randomise(tiny_model(variant, *opts))
+    masks = [SmoothNoiseMasks(2, (16, 24), d, smoothness=4, seed=j)
+             for j, d in enumerate((0.7, 0.4, 0.2))]
+    with torch.no_grad():
+        model.execution = 'dense'
+        ref = model(x, masks=masks)
+        for mode in ('sparse', 'auto'):
+            model.execution = mode
+            for got, want in zip(model(x, masks=masks), ref):
+                assert close(got, want), (mode, (got - want).abs().max())
+
+
 def test_auto_falls_back_to_dense_above_break_even(monkeypatch):
     """'auto' gathers nothing when masks are full, and does where they are sparse."""
     policy = POLICIES['auto']

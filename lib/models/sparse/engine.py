@@ -178,7 +178,7 @@ class SegmentEngine:
                                                       conv.square_dis, compact=True)))
         if z_active is not None:
             parts.append((geom.active, z_active))
-        if residual is not None:
+        if residual is not None:  # residual blocks read every pixel: need is 'full'
             residual_rows = flat_rows(residual)
             # Read the residual at the written rows before its memory may be reused.
             parts = [(rows, values.add_(residual_rows.index_select(0, rows)))
@@ -187,14 +187,14 @@ class SegmentEngine:
                 out = residual if outer is None else residual.add_(outer)
             else:
                 out = channels_last(residual + outer if outer is not None else residual.clone())
-        elif need != 'full' or outer is None:
-            out = torch.empty((n, c, h, w), dtype=like.dtype, device=like.device,
-                              memory_format=torch.channels_last).zero_()
-        else:
+        # Zeros where no reader looks (or where the value is 0), else the skipped value.
+        zero_base = outer is None or need == 'active' or (need == 'ring1' and
+                                                          pattern is not None)
+        if residual is None:
             out = torch.empty((n, c, h, w), dtype=like.dtype, device=like.device,
                               memory_format=torch.channels_last)
-            out.copy_(outer.expand(n, c, h, w))
-        if relu and (residual is not None or (need == 'full' and outer is not None)):
+            out.zero_() if zero_base else out.copy_(outer.expand(n, c, h, w))
+        if relu and (residual is not None or not zero_base):
             out.relu_()
         out_rows = out.permute(0, 2, 3, 1).view(-1, c)  # a view: writes reach out
         for rows, values in parts:
@@ -334,6 +334,7 @@ class SegmentEngine:
         state.resize(branches[0].shape[-2:])  # exit_input: branches upsampled to branch 0
         full = None  # a computed map, once a layer produced one
         compact = None  # rows at the active pixels of the current size, once produced
+        compact_geom = None  # the mask those rows belong to
         steps = _conv_steps(list(_leaves(head)))
         for i, step in enumerate(steps):
             if not isinstance(step, tuple):
@@ -341,7 +342,8 @@ class SegmentEngine:
                     state, full = LazyMap([full], full.shape[-2:]), None
                 if full is None and compact is None and self._lazy_op(state, step):
                     continue
-                full = channels_last(step(self._materialise(state, full, compact)))
+                full = channels_last(step(self._materialise(state, full, compact,
+                                                            compact_geom)))
                 compact = None
                 continue
             conv, bn, relu = step
@@ -350,7 +352,7 @@ class SegmentEngine:
                 _need_before(nxt[0]) if isinstance(nxt, tuple) else 'full')
             k, s, p = _conv_geometry(conv)
             size = state.size if full is None and compact is None else \
-                (full.shape[-2:] if full is not None else self._compact_size)
+                (full.shape[-2:] if full is not None else compact_geom.size)
             geom = self.geometry.mask(size) if isinstance(conv, MaskedConv2d) else None
             pointwise = (k, s, p) == (1, 1, 0)
             if geom is not None and pointwise and self.policy.sparse(conv, geom.density):
@@ -366,19 +368,16 @@ class SegmentEngine:
                 if need == 'active':
                     compact = z_active if folded.outer is None else z_active.add_(folded.outer)
                     compact = compact.relu_() if relu else compact
-                    self._compact_size, self._compact_geom = geom.size, geom
+                    compact_geom = geom
                     full = None
                 else:
                     full = self._assemble(conv, geom, z_active, folded, relu, None, need,
                                           rows)
                     compact = None
             else:
-                x = self._materialise(state, full, compact)
+                x = self._materialise(state, full, compact, compact_geom)
                 full, compact = self.conv(conv, bn, x, relu=relu, need=need), None
-        if compact is not None:
-            geom = self._compact_geom
-            return self._scatter(compact, geom, compact.shape[1], compact).contiguous()
-        return self._materialise(state, full, None).contiguous()
+        return self._materialise(state, full, compact, compact_geom).contiguous()
 
     @staticmethod
     def _lazy_op(state, module):
@@ -395,11 +394,12 @@ class SegmentEngine:
             return True
         return False
 
-    def _materialise(self, state, full, compact):
+    def _materialise(self, state, full, compact, compact_geom):
+        """The head's current map as a full tensor (zeros where compact rows are absent)."""
         if full is not None:
             return full
         if compact is not None:
-            return self._scatter(compact, self._compact_geom, compact.shape[1], compact)
+            return self._scatter(compact, compact_geom, compact.shape[1], compact)
         return state.materialise()
 
 
