@@ -19,7 +19,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from .confidence import ConfidenceMasks, copy_aggregate
+from .confidence import CRITERIA, ConfidenceMasks, copy_aggregate
 from .exits import make_exit, original_head
 from .hrnet import BLOCKS, Bottleneck, apply_transition, batch_norm, make_layer, make_stage, \
     make_transition, upsample_to
@@ -188,7 +188,7 @@ class AnytimeHRNet(nn.Module):
         logits = self.exit1(exit_input(branches, detach=self.early_detach))
         yield logits.contiguous() if sparse else logits
         for j in range(1, NUM_EXITS):
-            branches, logits = self._run_segment(j, branches, logits,
+            branches, logits = self._run_segment(j, branches, logits, sparse,
                                                  None if masks is None else masks[j - 1])
             yield logits
 
@@ -198,33 +198,31 @@ class AnytimeHRNet(nn.Module):
         return self.use_masks and self.execution != 'dense' and not self.training \
             and not torch.is_grad_enabled()
 
-    def _run_segment(self, j, branches, logits, masks=None):
+    def _run_segment(self, j, branches, logits, sparse, masks=None):
         """Segment j: transition_j, stage_{j+1} and exit j+1, masked by exit j's logits
-        (or by ``masks`` when given)."""
-        slot = self.mask_slots[j - 1]
+        (or by ``masks`` when given); on the sparse engine when ``sparse``."""
+        transition, stage = getattr(self, f'transition{j}'), getattr(self, f'stage{j + 1}')
+        head = getattr(self, self.exit_name(j + 1))
         if not self.use_masks:
             masks = None
         elif masks is None:
             masks = ConfidenceMasks(logits, self.mask_criterion, self.mask_threshold)
-        if masks is not None and self._runs_sparse():
+        if sparse:
             # Inference: compute only where the masks are 1 (no gradients needed).
             branches, out = run_segment(
-                getattr(self, f'transition{j}'), getattr(self, f'stage{j + 1}'),
-                getattr(self, self.exit_name(j + 1)), branches, masks,
+                transition, stage, head, branches, masks,
                 ExecutionPolicy.for_device(self.execution, logits.device),
                 need_out='active' if self.aggregation == 'copy' else 'full',
                 weights=self.folded_weights)
-            if self.aggregation == 'copy':
-                out = copy_aggregate(logits, out, masks.at(out.shape[-2:]))
-            return branches, out
-        slot.masks = masks
-        try:
-            branches = apply_transition(getattr(self, f'transition{j}'), branches)
-            branches = getattr(self, f'stage{j + 1}')(branches)
-            detach = self.early_detach and j + 1 < NUM_EXITS
-            out = getattr(self, self.exit_name(j + 1))(exit_input(branches, detach))
-        finally:
-            slot.masks = None
+        else:
+            slot = self.mask_slots[j - 1]
+            slot.masks = masks
+            try:
+                branches = stage(apply_transition(transition, branches))
+                detach = self.early_detach and j + 1 < NUM_EXITS
+                out = head(exit_input(branches, detach))
+            finally:
+                slot.masks = None
         if masks is not None and self.aggregation == 'copy':
             out = copy_aggregate(logits, out, masks.at(out.shape[-2:]))
         return branches, out
@@ -237,8 +235,8 @@ def build_model(cfg):
     if BLOCKS[stages[0].block] is not Bottleneck:
         logger.warning('MODEL.EXTRA.STAGE1.BLOCK is %s; HRNet uses BOTTLENECK', stages[0].block)
     crit = cfg.MASK.CRIT
-    if crit not in ('conf_thre', 'entropy_thre'):
-        raise ValueError(f"MASK.CRIT must be 'conf_thre' or 'entropy_thre', got {crit!r}")
+    if crit not in CRITERIA:
+        raise ValueError(f'MASK.CRIT must be one of {CRITERIA}, got {crit!r}')
     if cfg.MASK.INTERPOLATION not in ('rbf', 'none'):
         raise ValueError(f"MASK.INTERPOLATION must be 'rbf' or 'none', got "
                          f"{cfg.MASK.INTERPOLATION!r}")

@@ -55,7 +55,8 @@ def segment_runner(model, j, inputs, masks, mode):
     def run():
         previous, model.execution = model.execution, mode
         try:
-            out_branches, out = model._run_segment(j, branches, logits, masks)
+            out_branches, out = model._run_segment(j, branches, logits, model._runs_sparse(),
+                                                   masks)
         finally:
             model.execution = previous
         return out_branches, out
