@@ -25,7 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..masked_conv import MaskedConv2d
-from .geometry import RBF_RADIUS, SegmentGeometry, resample_matrix
+from .geometry import SegmentGeometry, resample_matrix
+from .near_branch import run_near_branch, runs_near
 from .kernels import channels_last, flat_rows, from_rows, gather_rows, rbf_fill_rows, \
     resample_rows, rows_matmul
 from .weights import FoldedWeights
@@ -146,11 +147,12 @@ class SegmentEngine:
         self.policy = policy
         self.weights = weights if weights is not None else FoldedWeights()
 
-    def _fill_rows(self, conv, geom, need):
+    def _fill_rows(self, folded, geom, need):
         """The skipped pixels whose RBF fill a reader needs (None: none)."""
-        if not conv.rbf or need == 'active' or not 0 < geom.density < 1:
+        if folded.fill is None or need == 'active' or not 0 < geom.density < 1:
             return None
-        pattern = self.geometry.fill(geom.size, RBF_RADIUS if need == 'full' else 1)
+        ring = folded.reach if need == 'full' else 1
+        pattern = self.geometry.fill(geom.size, ring, folded.reach)
         return pattern if pattern.rows.numel() else None
 
     def _assemble(self, conv, geom, z_active, folded, relu, residual, need, like,
@@ -171,11 +173,11 @@ class SegmentEngine:
         """
         n, (h, w), c = geom.batch, geom.size, conv.out_channels
         outer = None if folded.outer is None else folded.outer.view(1, -1, 1, 1)
-        pattern = self._fill_rows(conv, geom, need) if z_active is not None else None
+        pattern = self._fill_rows(folded, geom, need) if z_active is not None else None
         parts = []  # (rows, values) to write over the skipped-pixel value
         if pattern is not None:
-            parts.append((pattern.rows, rbf_fill_rows(pattern, z_active, conv.Lambda,
-                                                      conv.square_dis, compact=True)))
+            parts.append((pattern.rows, rbf_fill_rows(pattern, z_active, folded.fill,
+                                                      compact=True)))
         if z_active is not None:
             parts.append((geom.active, z_active))
         if residual is not None:  # residual blocks read every pixel: need is 'full'
@@ -229,10 +231,10 @@ class SegmentEngine:
         z = channels_last(F.conv2d(x, folded.weight, folded.inner, stride, padding))
         if need != 'active' and geom.density < 1:
             z.mul_(geom.mask)
-        pattern = self._fill_rows(conv, geom, need)
+        pattern = self._fill_rows(folded, geom, need)
         if pattern is not None:
             z_rows = z.permute(0, 2, 3, 1).view(-1, z.shape[1])  # a view: writes reach z
-            fill = rbf_fill_rows(pattern, z_rows, conv.Lambda, conv.square_dis, compact=False)
+            fill = rbf_fill_rows(pattern, z_rows, folded.fill, compact=False)
             z_rows.index_copy_(0, pattern.rows, fill)  # z is 0 at skipped pixels
         if folded.outer is not None:
             z.add_(folded.outer.view(1, -1, 1, 1))
@@ -289,6 +291,8 @@ class SegmentEngine:
         return x
 
     def branch(self, layers, x, owned=False):
+        if runs_near(layers, self.geometry, self.policy, x.shape[-2:]):
+            return run_near_branch(layers, x, self.geometry, self.weights, owned)
         for k, block in enumerate(layers):
             x = self.block(block, x, owned=owned or k > 0)  # later inputs are ours
         return x

@@ -62,42 +62,48 @@ class MaskGeometry:
         out[:, pad:pad + h, pad:pad + w] = self.position.view(self.batch, h, w)
         return out
 
-    def ring(self, radius):
-        """Skipped pixels within Chebyshev distance ``radius`` of an active pixel: where an
-        RBF fill is non-zero (radius 3), or where a 3x3 convolution reads (radius 1)."""
+    def ring_mask(self, radius):
+        """N*h*w booleans: skipped pixels within Chebyshev distance ``radius`` of an active
+        pixel."""
         if radius not in self._rings:
             k = 2 * radius + 1  # separable dilation: two 1-D max pools
             near = F.max_pool2d(self.mask, (1, k), stride=1, padding=(0, radius))
             near = F.max_pool2d(near, (k, 1), stride=1, padding=(radius, 0))
-            ring = (near.reshape(-1) > 0.5) & ~self.keep
-            self._rings[radius] = ring.nonzero().squeeze(1)
+            self._rings[radius] = (near.reshape(-1) > 0.5) & ~self.keep
         return self._rings[radius]
+
+    def ring(self, radius):
+        """Flat rows of ``ring_mask``: where an RBF fill is non-zero (radius 3), or where a
+        3x3 convolution reads (radius 1)."""
+        return self.ring_mask(radius).nonzero().squeeze(1)
 
 
 class FillPattern:
     """Sparsity pattern of the RBF fill ``R(y*m)`` restricted to some skipped pixels.
 
-    Row r of the fill is ``sum_o k[o] * z[rows[r] + o]`` over the 7x7 offsets o whose
-    pixel is active (``z`` is zero elsewhere). The pattern is stored as CSR, its columns
-    either all pixels or the active pixels only; a layer only supplies its kernel ``k``
-    (which depends on its own Lambda).
+    Row r of the fill is ``sum_o k[o] * z[rows[r] + o]`` over the offsets o within
+    ``radius`` (Chebyshev) whose pixel is active (``z`` is zero elsewhere). The pattern is
+    stored as CSR, its columns either all pixels or the active pixels only; a layer only
+    supplies its 7x7 kernel ``k`` (which depends on its own Lambda), zero beyond
+    ``radius``.
 
     Args:
         geom (MaskGeometry): the mask.
         rows (Tensor): flat rows (skipped pixels) where the fill is needed.
+        radius (int): the fill's reach, at most 3.
     """
 
-    def __init__(self, geom, rows):
+    def __init__(self, geom, rows, radius=RBF_RADIUS):
         h, w = geom.size
         self.rows = rows
         self.numel = geom.numel
-        r = RBF_RADIUS
+        r = radius
         wp = w + 2 * r  # in a map padded by r, neighbours are fixed offsets, no bounds
         n, i, j = _coords(rows, geom.size)
         d = torch.arange(-r, r + 1, device=rows.device)
-        offsets = (d[:, None] * wp + d[None, :]).reshape(-1)  # row-major 7x7 order
+        offsets = (d[:, None] * wp + d[None, :]).reshape(-1)  # row-major window order
         padded = (n * (h + 2 * r) + i + r) * wp + j + r
-        position = geom.padded_position(r).view(-1)[padded[:, None] + offsets]  # rows x 49
+        position = geom.padded_position(r).view(-1)[padded[:, None] + offsets]  # rows x taps
         valid = position >= 0  # active neighbours
         counts = valid.sum(1)
         self.crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=rows.device)
@@ -105,15 +111,19 @@ class FillPattern:
         self.col_active = position[valid]  # row-major, so each row's columns ascend
         self.col = geom.active[self.col_active]  # ascending too: active is sorted
         self.num_active = geom.active.numel()
-        self.offset = torch.arange(offsets.numel(), device=rows.device).expand_as(valid)[valid]
+        kernel_index = ((d[:, None] + RBF_RADIUS) * RBF_SIZE + d[None, :] + RBF_RADIUS)
+        self.offset = kernel_index.reshape(1, -1).expand_as(valid)[valid]
 
-    def matrix(self, kernel, compact=False):
+    def matrix(self, kernel, compact=False, first=None):
         """The fill for a 7x7 ``kernel`` as a CSR matrix: rows x active pixels when
-        ``compact``, rows x all N*h*w pixels otherwise."""
-        values = kernel.reshape(-1)[self.offset]
+        ``compact``, rows x all N*h*w pixels otherwise; only the ``first`` rows if given."""
+        rows = self.rows.numel() if first is None else first
+        crow = self.crow[:rows + 1]
+        nnz = int(crow[-1]) if first is not None else self.offset.numel()
+        values = kernel.reshape(-1).index_select(0, self.offset[:nnz])
+        col = (self.col_active if compact else self.col)[:nnz]
         columns = self.num_active if compact else self.numel
-        return torch.sparse_csr_tensor(self.crow, self.col_active if compact else self.col,
-                                       values, size=(self.rows.numel(), columns),
+        return torch.sparse_csr_tensor(crow, col, values, size=(rows, columns),
                                        check_invariants=False)
 
 
@@ -143,6 +153,42 @@ class ConvTaps:
         self.index = flat.reshape(-1)
         outside = (~inside).reshape(-1).nonzero().squeeze(1)
         self.outside = outside if outside.numel() else None
+
+
+class NearSet:
+    """The pixels where a chain of masked residual blocks is not a per-channel function
+    of its input: the active pixels, then the skipped pixels within ``radius`` of one
+    (the reach of the RBF fill, at least 1), those next to an active pixel first.
+
+    Beyond it every masked convolution gives its bias, so a block's output there is
+    ``relu(x + bias)`` of its input x; a branch keeps explicit values only here.
+
+    Args:
+        geom (MaskGeometry): the blocks' mask.
+        radius (int): reach of the RBF fill (0 without fill, see ``fill_kernel``).
+
+    Attributes:
+        rows (Tensor): flat rows, in the order above.
+        num_active, num_inner (int): how many of ``rows`` are active, and active or
+            next to an active pixel (what a 3x3 convolution at the active pixels reads).
+        taps (ConvTaps): a 3x3, stride-1 convolution's reads at the active pixels, as
+            positions in ``rows``.
+        fill (FillPattern): RBF fill at the skipped ``rows``, in order.
+    """
+
+    def __init__(self, geom, radius):
+        ring1 = geom.ring_mask(1)
+        farther = geom.ring_mask(max(radius, 1)) & ~ring1
+        self.rows = torch.cat([geom.active, ring1.nonzero().squeeze(1),
+                               farther.nonzero().squeeze(1)])
+        self.num_active = geom.active.numel()
+        self.num_inner = self.num_active + int(ring1.sum())
+        position = torch.zeros(geom.numel, dtype=torch.int64, device=self.rows.device)
+        position[self.rows] = torch.arange(self.rows.numel(), device=self.rows.device)
+        taps = ConvTaps(geom, geom.size, 3, 1, 1)
+        taps.index = position[taps.index]  # padding taps point somewhere, then are zeroed
+        self.taps = taps
+        self.fill = FillPattern(geom, self.rows[self.num_active:], radius)
 
 
 def _bilinear_1d(in_len, out_len, device):
@@ -247,6 +293,7 @@ class SegmentGeometry:
         self._geoms = {}
         self._fills = {}
         self._taps = {}
+        self._near = {}
 
     def mask(self, size):
         size = tuple(int(s) for s in size)
@@ -254,11 +301,13 @@ class SegmentGeometry:
             self._geoms[size] = MaskGeometry(self.masks.at(size))
         return self._geoms[size]
 
-    def fill(self, size, radius):
-        key = (tuple(size), radius)
+    def fill(self, size, ring, reach):
+        """The fill of reach ``reach`` at the skipped pixels within ``ring`` of an active
+        one."""
+        key = (tuple(size), ring, reach)
         if key not in self._fills:
             geom = self.mask(size)
-            self._fills[key] = FillPattern(geom, geom.ring(radius))
+            self._fills[key] = FillPattern(geom, geom.ring(ring), reach)
         return self._fills[key]
 
     def taps(self, out_size, in_size, kernel, stride, padding):
@@ -266,3 +315,9 @@ class SegmentGeometry:
         if key not in self._taps:
             self._taps[key] = ConvTaps(self.mask(out_size), in_size, kernel, stride, padding)
         return self._taps[key]
+
+    def near(self, size, radius):
+        key = (tuple(size), radius)
+        if key not in self._near:
+            self._near[key] = NearSet(self.mask(size), radius)
+        return self._near[key]

@@ -83,20 +83,48 @@ def rows_matmul(rows, matrix, bias=None):
     return out.permute(0, 2, 3, 1).reshape(n, c_out)
 
 
-def rbf_fill_rows(pattern, z_rows, Lambda, square_dis, compact):
-    """RBF fill ``R(z*m)`` at ``pattern.rows``: n_rows x C.
+# Fill weights below this fraction of the largest one are dropped: they change a fill by
+# less than float32 rounding of its terms (2^-24 is float32's unit roundoff).
+NEGLIGIBLE_FILL_WEIGHT = 2.0 ** -24
+
+
+def fill_kernel(conv):
+    """The RBF fill kernel of a masked convolution and its reach: (7x7 kernel with
+    negligible weights zeroed, largest Chebyshev distance of a weight kept), or
+    (None, 0) when the layer has no fill.
+
+    The fill's reach follows Lambda: at the initial Lambda = 3 the weights beyond the 3x3
+    neighbourhood are below 1e-11 of the largest, so a skipped pixel farther than 1 pixel
+    from every computed one is filled with exactly what the dense fill gives to float
+    precision, 0; smaller Lambdas reach up to the 7x7 window's edge.
+    """
+    if not getattr(conv, 'rbf', False):
+        return None, 0
+    kernel = rbf_kernel(conv.Lambda, conv.square_dis)
+    if kernel.max() <= 0:
+        return None, 0
+    kept = kernel >= kernel.max() * NEGLIGIBLE_FILL_WEIGHT
+    kernel = torch.where(kept, kernel, torch.zeros_like(kernel))
+    centre = kernel.shape[-1] // 2
+    dy, dx = kept.nonzero(as_tuple=True)
+    reach = int(torch.maximum((dy - centre).abs(), (dx - centre).abs()).max())
+    return kernel, reach
+
+
+def rbf_fill_rows(pattern, z_rows, kernel, compact, first=None):
+    """RBF fill ``R(z*m)`` at ``pattern.rows`` (the ``first`` of them if given): n_rows x C.
 
     Args:
         pattern (FillPattern): which skipped pixels, and their active neighbours.
         z_rows (Tensor): the layer output before the outer bias, either at the active
             pixels only (n_active x C, ``compact``) or at all pixels (N*h*w x C).
-        Lambda (Tensor), square_dis (Tensor): the masked convolution's RBF parameters.
+        kernel (Tensor): the layer's 7x7 fill kernel (``fill_kernel``).
         compact (bool): which of the two ``z_rows`` is.
     """
-    kernel = rbf_kernel(Lambda, square_dis).to(z_rows.dtype)
+    kernel = kernel.to(z_rows.dtype)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*[Ss]parse CSR tensor support.*')
-        return torch.sparse.mm(pattern.matrix(kernel, compact), z_rows)
+        return torch.sparse.mm(pattern.matrix(kernel, compact, first), z_rows)
 
 
 def resample_rows(matrix, x_rows):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .kernels import fold_batch_norm
+from .kernels import fill_kernel, fold_batch_norm
 
 
 @dataclass
@@ -27,10 +27,14 @@ class FoldedConv:
             (k*k*C_in) view for the GEMM on gathered rows.
         inner (Tensor | None): bias added before the RBF fill.
         outer (Tensor | None): bias added after it (BatchNorm's shift).
+        fill (Tensor | None): 7x7 RBF fill kernel of a masked convolution, None without.
+        reach (int): how far the fill reaches (see ``fill_kernel``).
     """
     ohwi: torch.Tensor
     inner: torch.Tensor = None
     outer: torch.Tensor = None
+    fill: torch.Tensor = None
+    reach: int = 0
 
     @property
     def weight(self):
@@ -54,7 +58,7 @@ class FoldedWeights:
 
     def get(self, conv, bn):
         """The ``FoldedConv`` of ``conv`` followed by ``bn`` (or None)."""
-        tensors = [conv.weight, conv.bias]
+        tensors = [conv.weight, conv.bias, getattr(conv, 'Lambda', None)]
         if bn is not None:
             tensors += [bn.weight, bn.bias, bn.running_mean, bn.running_var]
         signature = _signature(tensors)
@@ -62,7 +66,8 @@ class FoldedWeights:
         if entry is None or entry[0] != signature or entry[1] is not bn:
             with torch.no_grad():
                 weight, inner, outer = fold_batch_norm(conv, bn)
-                folded = FoldedConv(weight.permute(0, 2, 3, 1).contiguous(), inner, outer)
+                folded = FoldedConv(weight.permute(0, 2, 3, 1).contiguous(), inner, outer,
+                                    *fill_kernel(conv))
             entry = (signature, bn, folded)
             self._entries[conv] = entry
         return entry[2]
