@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..masked_conv import MaskedConv2d
 from .geometry import SegmentGeometry, resample_matrix
+from .fuse import SparseTerm, fuse
 from .near_branch import run_near_branch, runs_near
 from .kernels import channels_last, flat_rows, from_rows, gather_rows, rbf_fill_rows, \
     resample_rows, rows_matmul
@@ -260,7 +261,9 @@ class SegmentEngine:
 
     def sequential(self, module, x):
         """A Sequential of conv/BN/ReLU steps (downsample, transition, fuse layers)."""
-        steps = _conv_steps(list(_leaves(module)))
+        return self._steps(_conv_steps(list(_leaves(module))), x)
+
+    def _steps(self, steps, x):
         for i, step in enumerate(steps):
             if isinstance(step, tuple):
                 conv, bn, relu = step
@@ -270,6 +273,38 @@ class SegmentEngine:
             else:
                 x = channels_last(step(x))
         return x
+
+    def sparse_term(self, conv, bn, x):
+        """``bn(conv(x))`` of a masked convolution as a ``SparseTerm`` (BN's shift but at
+        the active pixels and their fill's reach), or None when it runs dense."""
+        k, s, p = _conv_geometry(conv)
+        h, w = x.shape[-2:]
+        out_size = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+        geom = self.geometry.mask(out_size)
+        if not isinstance(conv, MaskedConv2d) or not self.policy.sparse(conv, geom.density):
+            return None
+        folded = self.weights.get(conv, bn)
+        constant = folded.outer if folded.outer is not None else x.new_zeros(conv.out_channels)
+        if not geom.active.numel():
+            return SparseTerm(constant, x.new_zeros(0, conv.out_channels), out_size, 0)
+        taps = self.geometry.taps(out_size, (h, w), k, s, p)
+        z_active = rows_matmul(gather_rows(flat_rows(x), taps), folded.matrix, folded.inner)
+        pattern = self._fill_rows(folded, geom, 'full')
+        if pattern is None:
+            return SparseTerm(constant, z_active, out_size, 0)
+        fill = rbf_fill_rows(pattern, z_active, folded.fill, compact=True)
+        return SparseTerm(constant, torch.cat([z_active, fill]), out_size, folded.reach)
+
+    def fuse_term(self, module, x):
+        """Fuse layer ``module`` on ``x``: a ``SparseTerm`` when its last step is a BN'd
+        convolution without ReLU that runs sparse, else the computed map."""
+        *first, last = _conv_steps(list(_leaves(module)))
+        x = self._steps(first, x)
+        if isinstance(last, tuple) and not last[2]:
+            term = self.sparse_term(last[0], last[1], x)
+            if term is not None:
+                return term
+        return self._steps([last], x)
 
     # -- HRNet structure ----------------------------------------------------------------
 
@@ -308,28 +343,7 @@ class SegmentEngine:
         ``owned[i]``: nothing outside reads ``xs[i]`` (its memory may be reused)."""
         xs = [self.branch(layers, x, own) for layers, x, own in
               zip(module.branches, xs, owned or [False] * len(xs))]
-        if module.fuse_layers is None:
-            return xs
-        fused = []
-        for i, row in enumerate(module.fuse_layers):
-            size = xs[i].shape[-2:]
-            y, owned = None, False  # owned: y is a fresh tensor that may be updated in place
-            for j in range(module.num_branches):
-                if j == i:
-                    term = xs[j]
-                elif j > i:
-                    term = F.interpolate(self.sequential(row[j], xs[j]), size=size,
-                                         mode='bilinear', align_corners=False)
-                else:
-                    term = self.sequential(row[j], xs[j])
-                if y is None:
-                    y, owned = term, j != i
-                elif owned:
-                    y.add_(term)
-                else:
-                    y, owned = channels_last(y + term), True
-            fused.append(y.relu_() if owned else F.relu(y))
-        return fused
+        return xs if module.fuse_layers is None else fuse(self, module, xs)
 
     def head(self, head, branches, need_out):
         """An exit head on the concatenated branches; returns N x classes x h x w logits,

@@ -7,6 +7,8 @@ segment (ADP-C Sec. 3.3: one mask per (segment, size)). Nothing outlives the cal
 Feature maps are addressed as flat channels-last rows: pixel (n, i, j) of an N x C x H x W
 map is row ``(n * H + i) * W + j`` of its N*H*W x C view.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -243,11 +245,19 @@ def resample_matrices(in_size, ops, device):
     return mh, mw
 
 
-def _taps_1d(m):
-    """Non-zero columns of each row of a 1-D map, padded with zero weights."""
+def _taps_1d(m, dtype):
+    """Non-zero columns of each row of a 1-D map (ascending, padded with zero weights)
+    and their weights in ``dtype``."""
     width = max(1, int((m != 0).sum(1).max().item()))
-    weight, index = m.abs().topk(width, dim=1)
-    return index, m.gather(1, index)
+    index = m.abs().topk(width, dim=1).indices.sort(dim=1).values
+    return index, m.gather(1, index).to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_taps(in_size, ops, device, dtype):
+    """``_taps_1d`` of both axes of ``resample_matrices``: depends on shapes only."""
+    mh, mw = resample_matrices(in_size, ops, device)
+    return (mh.shape[0], mw.shape[0]), _taps_1d(mh, dtype), _taps_1d(mw, dtype)
 
 
 def resample_matrix(rows, out_size, batch, in_size, ops, dtype):
@@ -261,21 +271,19 @@ def resample_matrix(rows, out_size, batch, in_size, ops, dtype):
         ops (list): see ``resample_matrices``.
         dtype (torch.dtype): of the values.
     """
-    mh, mw = resample_matrices(in_size, ops, rows.device)
-    if (mh.shape[0], mw.shape[0]) != tuple(out_size):
-        raise ValueError(f'resampling {in_size} by {ops} gives {(mh.shape[0], mw.shape[0])}, '
+    size, (ih, wh), (iw, ww) = _axis_taps(tuple(in_size), tuple(tuple(op) for op in ops),
+                                          rows.device, dtype)
+    if size != tuple(out_size):
+        raise ValueError(f'resampling {in_size} by {ops} gives {size}, '
                          f'expected {tuple(out_size)}')
-    ih, wh = _taps_1d(mh)
-    iw, ww = _taps_1d(mw)
     n, i, j = _coords(rows, out_size)
     h_in, w_in = in_size
+    # Ascending taps per axis make each row's columns ascend, as CSR wants.
     col = (n[:, None, None] * h_in + ih[i][:, :, None]) * w_in + iw[j][:, None, :]
     val = wh[i][:, :, None] * ww[j][:, None, :]
     taps = col.shape[1] * col.shape[2]
-    col, order = col.reshape(-1, taps).sort(dim=1)  # CSR rows with ascending columns
-    val = val.reshape(-1, taps).gather(1, order)
     crow = torch.arange(0, rows.numel() * taps + 1, taps, device=rows.device)
-    return torch.sparse_csr_tensor(crow, col.reshape(-1), val.reshape(-1).to(dtype),
+    return torch.sparse_csr_tensor(crow, col.reshape(-1), val.reshape(-1),
                                    size=(rows.numel(), batch * h_in * w_in),
                                    check_invariants=False)
 
@@ -294,6 +302,8 @@ class SegmentGeometry:
         self._fills = {}
         self._taps = {}
         self._near = {}
+        self._reach_rows = {}
+        self._upsampling = {}
 
     def mask(self, size):
         size = tuple(int(s) for s in size)
@@ -315,6 +325,31 @@ class SegmentGeometry:
         if key not in self._taps:
             self._taps[key] = ConvTaps(self.mask(out_size), in_size, kernel, stride, padding)
         return self._taps[key]
+
+    def reach_rows(self, size, reach):
+        """The active pixels, then the skipped ones within ``reach`` of them."""
+        key = (tuple(size), reach)
+        if key not in self._reach_rows:
+            geom = self.mask(size)
+            self._reach_rows[key] = torch.cat([geom.active, geom.ring(reach)]) if reach \
+                else geom.active
+        return self._reach_rows[key]
+
+    def upsampling(self, size, reach, size_to, dtype):
+        """Bilinear upsampling (align_corners False) of a map that is constant but at
+        ``reach_rows(size, reach)``: the rows of the ``size_to`` map that read those
+        pixels, and the CSR matrix giving them from the ``size`` map."""
+        key = (tuple(size), reach, tuple(size_to), dtype)
+        if key not in self._upsampling:
+            geom = self.mask(size)
+            source = torch.zeros(geom.numel, device=geom.active.device)
+            source[self.reach_rows(size, reach)] = 1
+            touched = F.interpolate(source.view(geom.batch, 1, *geom.size), size=size_to,
+                                    mode='bilinear', align_corners=False)
+            rows = touched.reshape(-1).nonzero().squeeze(1)
+            self._upsampling[key] = rows, resample_matrix(
+                rows, size_to, geom.batch, size, [('resize', tuple(size_to))], dtype)
+        return self._upsampling[key]
 
     def near(self, size, radius):
         key = (tuple(size), radius)

@@ -70,13 +70,13 @@ def gather_rows(x_rows, taps):
 def rows_matmul(rows, matrix, bias=None):
     """``rows @ matrix^T (+ bias)``: n x K rows, C_out x K weight matrix -> n x C_out.
 
-    On CPU, for narrow outputs (fewer than 96 channels), the product runs as a 1x1
+    On CPU, for narrow outputs (up to 96 channels), the product runs as a 1x1
     convolution over an n x 1 channels-last "image": oneDNN beats the BLAS GEMM there
     (measured on W48 shapes); for wider outputs BLAS is as fast and needs no reorder.
     """
     n, k = rows.shape
     c_out = matrix.shape[0]
-    if n < 256 or c_out >= 96 or rows.device.type != 'cpu':
+    if n < 256 or c_out > 96 or rows.device.type != 'cpu':
         return torch.addmm(bias, rows, matrix.t()) if bias is not None else rows @ matrix.t()
     image = rows.view(1, n, 1, k).permute(0, 3, 1, 2)  # 1 x K x n x 1, channels-last
     out = F.conv2d(image, matrix.view(c_out, k, 1, 1), bias)  # 1 x C_out x n x 1

@@ -1,0 +1,68 @@
+"""The all-to-all fusion of a HighResolutionModule with sparse terms.
+
+Branch i's fused output is ``relu(x_i + sum_j T_j)``, where T_j is branch j brought to
+branch i's resolution: a 1x1 convolution + BN then a bilinear upsampling (j > i), or
+stride-2 3x3 convolutions + BN (j < i). When the last convolution of T_j is masked and
+runs sparse, T_j equals BN's shift (a per-channel constant) everywhere but at the active
+pixels and the reach of their fill, and bilinear upsampling keeps it so but at the pixels
+reading those. So the fusion adds all constants in one dense pass, adds each term's few
+rows in place and applies the ReLU, instead of a full map, an upsampling and a sum per
+term.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .kernels import channels_last, resample_rows
+
+
+@dataclass
+class SparseTerm:
+    """An N x C x h x w map equal to ``constant`` (per channel) but at the active pixels
+    of its mask and the skipped ones within ``reach`` of them
+    (``SegmentGeometry.reach_rows``), where it is ``constant + values``."""
+    constant: torch.Tensor
+    values: torch.Tensor
+    size: tuple
+    reach: int
+
+
+def _term_rows(geometry, term, size, batch):
+    """Rows and values of the non-constant part of ``term`` at ``size``: upsampled
+    bilinearly when ``term`` is smaller."""
+    rows = geometry.reach_rows(term.size, term.reach)
+    if term.size == size:
+        return rows, term.values
+    targets, matrix = geometry.upsampling(term.size, term.reach, size, term.values.dtype)
+    source = term.values.new_zeros(batch * term.size[0] * term.size[1], term.values.shape[1])
+    source.index_copy_(0, rows, term.values)
+    return targets, resample_rows(matrix, source)
+
+
+def fuse(engine, module, xs):
+    """``HighResolutionModule``'s fusion of the branch outputs ``xs`` (channels-last)."""
+    fused = []
+    for i, row in enumerate(module.fuse_layers):
+        size, batch = tuple(xs[i].shape[-2:]), xs[i].shape[0]
+        constant, maps, sparse = None, [], []
+        for j in range(module.num_branches):
+            if j == i:
+                continue
+            term = engine.fuse_term(row[j], xs[j])
+            if not isinstance(term, SparseTerm):
+                maps.append(term if j < i else F.interpolate(term, size=size, mode='bilinear',
+                                                             align_corners=False))
+                continue
+            constant = term.constant if constant is None else constant + term.constant
+            sparse.append(_term_rows(engine.geometry, term, size, batch))
+        y = channels_last(xs[i] if constant is None else xs[i] + constant.view(1, -1, 1, 1))
+        if y is xs[i]:
+            y = y.clone(memory_format=torch.channels_last)  # xs[i] is read by later rows
+        for term in maps:
+            y.add_(term)
+        y_rows = y.permute(0, 2, 3, 1).view(-1, y.shape[1])  # a view: writes reach y
+        for rows, values in sparse:
+            y_rows.index_add_(0, rows, values)
+        fused.append(y.relu_())
+    return fused
