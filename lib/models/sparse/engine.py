@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from ..masked_conv import MaskedConv2d
 from .geometry import SegmentGeometry, resample_matrix
 from .fuse import SparseTerm, fuse
-from .near_branch import run_near_branch, runs_near
+from .near_branch import NearMap, branch_reach, run_near_branch, runs_near, \
+    transition_near_map
 from .kernels import channels_last, flat_rows, from_rows, gather_rows, rbf_fill_rows, \
     resample_rows, rows_matmul
 from .weights import FoldedWeights
@@ -326,17 +327,51 @@ class SegmentEngine:
         return x
 
     def branch(self, layers, x, owned=False):
-        if runs_near(layers, self.geometry, self.policy, x.shape[-2:]):
-            return run_near_branch(layers, x, self.geometry, self.weights, owned)
+        """A branch of blocks on ``x`` (a map, or a ``NearMap`` from the transition)."""
+        size = tuple(x.shape[-2:])
+        if runs_near(layers, self.geometry, self.policy, size):
+            if not isinstance(x, NearMap):
+                x = NearMap.of(x, self.geometry.near(size, branch_reach(layers, self.weights)))
+            return run_near_branch(layers, x, self.weights).materialise(owned)
+        if isinstance(x, NearMap):
+            x, owned = x.materialise(), True
         for k, block in enumerate(layers):
             x = self.block(block, x, owned=owned or k > 0)  # later inputs are ours
         return x
 
-    def transition(self, transition, branches):
-        """``apply_transition``: new branches read the last old branch."""
-        return [branches[i] if layer is None
-                else self.sequential(layer, branches[min(i, len(branches) - 1)])
-                for i, layer in enumerate(transition)]
+    def transition(self, transition, branches, module):
+        """``apply_transition``: new branches read the last old branch. A branch that
+        ``module`` (the next) runs on its near set gets a ``NearMap`` when its transition
+        is one masked conv + BN + ReLU that runs sparse."""
+        out = []
+        for i, layer in enumerate(transition):
+            x = branches[min(i, len(branches) - 1)]
+            if layer is None:
+                out.append(x)
+                continue
+            steps = _conv_steps(list(_leaves(layer)))
+            near_map = self._near_transition(steps[0], x, module.branches[i]) \
+                if len(steps) == 1 and isinstance(steps[0], tuple) and steps[0][2] else None
+            out.append(near_map if near_map is not None else self._steps(steps, x))
+        return out
+
+    def _near_transition(self, step, x, layers):
+        """A transition step's output as a ``NearMap`` for the blocks ``layers``, or None
+        when either runs otherwise."""
+        conv, bn, _ = step
+        if not isinstance(conv, MaskedConv2d):
+            return None
+        k, s, p = _conv_geometry(conv)
+        n, _, h, w = x.shape
+        size = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+        geom = self.geometry.mask(size)
+        if not self.policy.sparse(conv, geom.density) or \
+                not runs_near(layers, self.geometry, self.policy, size):
+            return None
+        folded = self.weights.get(conv, bn)
+        near = self.geometry.near(size, max(folded.reach, branch_reach(layers, self.weights)))
+        taps = self.geometry.taps(size, (h, w), k, s, p)
+        return transition_near_map(folded, x, taps, near, (n, conv.out_channels) + size)
 
     def hr_module(self, module, xs, owned=None):
         """``HighResolutionModule.forward``: branches, then the all-to-all fusion.
@@ -442,7 +477,8 @@ def run_segment(transition, stage, head, branches, masks, policy, need_out='acti
     engine = SegmentEngine(masks, policy, weights)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*[Ss]parse CSR tensor support.*')
-        branches = engine.transition(transition, [channels_last(b) for b in branches])
+        branches = engine.transition(transition, [channels_last(b) for b in branches],
+                                     stage[0])
         owned = [layer is not None for layer in transition]  # others are the caller's
         for module in stage:
             branches = engine.hr_module(module, branches, owned)

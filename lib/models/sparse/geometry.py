@@ -23,6 +23,19 @@ def _coords(rows, size):
     return rows // (h * w), (rows // w) % h, rows % w
 
 
+def _dilate(keep, radius):
+    """N x h x w booleans dilated by a (2 radius + 1)^2 square, one axis at a time
+    (shifted ORs: much cheaper than a max pool on maps this small)."""
+    for dim in (2, 1):
+        out = keep.clone()
+        length = keep.shape[dim]
+        for d in range(1, min(radius, length - 1) + 1):
+            out.narrow(dim, d, length - d).logical_or_(keep.narrow(dim, 0, length - d))
+            out.narrow(dim, 0, length - d).logical_or_(keep.narrow(dim, d, length - d))
+        keep = out
+    return keep
+
+
 class MaskGeometry:
     """The pixel sets of one mask.
 
@@ -68,10 +81,8 @@ class MaskGeometry:
         """N*h*w booleans: skipped pixels within Chebyshev distance ``radius`` of an active
         pixel."""
         if radius not in self._rings:
-            k = 2 * radius + 1  # separable dilation: two 1-D max pools
-            near = F.max_pool2d(self.mask, (1, k), stride=1, padding=(0, radius))
-            near = F.max_pool2d(near, (k, 1), stride=1, padding=(radius, 0))
-            self._rings[radius] = (near.reshape(-1) > 0.5) & ~self.keep
+            near = _dilate(self.keep.view(self.batch, *self.size), radius)
+            self._rings[radius] = near.reshape(-1) & ~self.keep
         return self._rings[radius]
 
     def ring(self, radius):
