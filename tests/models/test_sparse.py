@@ -2,14 +2,17 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import models.model_anytime as model_anytime
 import models.sparse.engine as engine
+import models.sparse.near_branch as near_branch
 from models.hrnet import apply_transition
-from models.masked_conv import MaskedConv2d, MaskSlot
+from models.masked_conv import MaskedConv2d, MaskSlot, rbf_kernel
 from models.model_anytime import exit_input
 from models.sparse import ExecutionPolicy, SegmentEngine, run_segment
-from models.sparse.kernels import channels_last
+from models.sparse.geometry import MaskGeometry
+from models.sparse.kernels import NEGLIGIBLE_FILL_WEIGHT, channels_last, fill_kernel
 from tiny import mixed_mask_model, tiny_cfg, tiny_model
 from utils.noise_masks import SmoothNoiseMasks
 
@@ -87,6 +90,77 @@ def test_segments_equal_dense(variant, density, policy):
         for a, b in zip(got_branches, ref_branches):
             assert close(a, b)
         branches = ref_branches
+
+
+DEEP = ('MODEL.EXTRA.STAGE2.NUM_BLOCKS', [2, 2], 'MODEL.EXTRA.STAGE3.NUM_BLOCKS', [3, 1, 2],
+        'MODEL.EXTRA.STAGE4.NUM_BLOCKS', [2, 2, 2, 2])
+
+
+@pytest.mark.parametrize('lambdas', [(3.0,), (3.0, 2.0, 1.0), (0.5,)])
+@pytest.mark.parametrize('policy', ['sparse', 'mixed'])
+def test_deep_branches_and_fill_reaches_equal_dense(lambdas, policy):
+    """Several blocks per branch (the transform of far pixels composes), and RBF fills
+    reaching 1, 2 or 3 pixels, alike or mixed within a branch."""
+    model = randomise(tiny_model('adpc', *DEEP))
+    masked = [m for m in model.modules() if isinstance(m, MaskedConv2d)]
+    for k, conv in enumerate(masked):
+        conv.Lambda.data.fill_(lambdas[k % len(lambdas)])
+    x = torch.randn(2, 3, 64, 96)
+    branches = segment_inputs(model, x)
+    for j in (1, 2, 3):
+        masks = SmoothNoiseMasks(2, (16, 24), 0.3, smoothness=4, seed=j)
+        ref_branches, ref = dense_segment(model, j, branches, masks)
+        got_branches, got = sparse_segment(model, j, branches, masks, POLICIES[policy])
+        assert close(got, ref), (j, (got - ref).abs().max())
+        assert all(close(a, b) for a, b in zip(got_branches, ref_branches))
+        branches = ref_branches
+
+
+def test_residual_branches_run_on_the_near_set(monkeypatch):
+    """Branches of masked BasicBlocks, and the transitions feeding them, take the near-set
+    path (equality alone would not show it: the general path gives the same outputs)."""
+    calls = {'branch': 0, 'transition': 0}
+
+    def spy(name, real):
+        def run(*args):
+            calls[name] += 1
+            return real(*args)
+        return run
+
+    monkeypatch.setattr(engine, 'run_near_branch', spy('branch', engine.run_near_branch))
+    monkeypatch.setattr(engine, 'transition_near_map',
+                        spy('transition', engine.transition_near_map))
+    model = randomise(tiny_model('adpc'))
+    branches = segment_inputs(model, torch.randn(1, 3, 64, 96))
+    masks = SmoothNoiseMasks(1, (16, 24), 0.3, smoothness=4, seed=1)
+    sparse_segment(model, 1, branches, masks, POLICIES['sparse'])
+    assert calls == {'branch': 2, 'transition': 2}  # stage 2: two branches, both new
+
+
+@pytest.mark.parametrize('lam,reach', [(3.0, 1), (2.0, 2), (1.0, 3), (0.3, 3)])
+def test_fill_reach_follows_lambda(lam, reach):
+    conv = MaskedConv2d(2, 2, 3, padding=1, slot=MaskSlot())
+    conv.Lambda.data.fill_(lam)
+    kernel, got = fill_kernel(conv)
+    full = rbf_kernel(conv.Lambda, conv.square_dis).detach()
+    dropped = kernel == 0
+    assert got == reach
+    assert torch.equal(kernel[~dropped], full[~dropped])
+    assert (full[dropped] < full.max() * NEGLIGIBLE_FILL_WEIGHT).all()
+    centre = kernel.shape[-1] // 2
+    beyond = torch.ones_like(dropped)
+    beyond[centre - reach:centre + reach + 1, centre - reach:centre + reach + 1] = False
+    assert dropped[beyond].all()
+    assert fill_kernel(MaskedConv2d(2, 2, 3, padding=1, slot=MaskSlot(), rbf=False)) == (None, 0)
+
+
+@pytest.mark.parametrize('size', [(7, 9), (1, 5), (16, 24)])
+@pytest.mark.parametrize('radius', [1, 2, 3])
+def test_rings_match_a_max_pool_dilation(size, radius):
+    mask = (torch.rand(2, 1, *size) < 0.2).float()
+    near = F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius).reshape(-1) > 0.5
+    geom = MaskGeometry(mask)
+    assert torch.equal(geom.ring_mask(radius), near & (mask.reshape(-1) < 0.5))
 
 
 @pytest.mark.parametrize('size', [(50, 70), (33, 65)])
@@ -177,8 +251,9 @@ def test_auto_falls_back_to_dense_above_break_even(monkeypatch):
     assert not ExecutionPolicy.for_device('auto', torch.device('meta')).sparse(conv3, 0.0)
 
     calls = []
-    real = engine.rows_matmul
-    monkeypatch.setattr(engine, 'rows_matmul', lambda *a: calls.append(1) or real(*a))
+    for module in (engine, near_branch):
+        monkeypatch.setattr(module, 'rows_matmul',
+                            lambda *a, real=module.rows_matmul: calls.append(1) or real(*a))
     model = randomise(tiny_model('adpc'))
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
