@@ -14,9 +14,10 @@ Which pixels a layer's output must be right at (``need``):
   logits wherever the mask is 0).
 
 Feature maps are N x C x H x W channels-last tensors, so that a map's pixels are the rows
-of an N*H*W x C matrix. Elementwise work (residual sums, ReLU, upsampling) stays dense
-on those maps; the exit heads never materialise their large concatenated input when
-they run sparse, but sample it at the active pixels.
+of an N*H*W x C matrix. Elementwise work is kept off the skipped pixels where their
+values are known per channel: branches of residual blocks run on their near set
+(``near_branch``), the fusion adds sparse terms (``fuse``), and the exit heads never
+materialise their large concatenated input, but sample it at the active pixels.
 """
 import warnings
 
@@ -376,9 +377,13 @@ class SegmentEngine:
     def hr_module(self, module, xs, owned=None):
         """``HighResolutionModule.forward``: branches, then the all-to-all fusion.
         ``owned[i]``: nothing outside reads ``xs[i]`` (its memory may be reused)."""
+        inputs = xs
         xs = [self.branch(layers, x, own) for layers, x, own in
               zip(module.branches, xs, owned or [False] * len(xs))]
-        return xs if module.fuse_layers is None else fuse(self, module, xs)
+        if module.fuse_layers is None:
+            return xs
+        # A branch output is ours unless it is the caller's input (an empty branch).
+        return fuse(self, module, xs, [y is not x for y, x in zip(xs, inputs)])
 
     def head(self, head, branches, need_out):
         """An exit head on the concatenated branches; returns N x classes x h x w logits,

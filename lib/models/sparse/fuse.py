@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .kernels import channels_last, resample_rows
+from .kernels import resample_rows
 
 
 @dataclass
@@ -40,25 +40,29 @@ def _term_rows(geometry, term, size, batch):
     return targets, resample_rows(matrix, source)
 
 
-def fuse(engine, module, xs):
-    """``HighResolutionModule``'s fusion of the branch outputs ``xs`` (channels-last)."""
+def fuse(engine, module, xs, owned):
+    """``HighResolutionModule``'s fusion of the branch outputs ``xs`` (channels-last).
+    ``owned[i]``: nothing outside reads ``xs[i]``, so its memory may hold output i."""
+    # Every term first: then no branch output is read any more and each can be updated
+    # in place (no new full maps).
+    terms = [[None if j == i else engine.fuse_term(row[j], xs[j])
+              for j in range(module.num_branches)] for i, row in enumerate(module.fuse_layers)]
     fused = []
-    for i, row in enumerate(module.fuse_layers):
+    for i, row_terms in enumerate(terms):
         size, batch = tuple(xs[i].shape[-2:]), xs[i].shape[0]
         constant, maps, sparse = None, [], []
-        for j in range(module.num_branches):
+        for j, term in enumerate(row_terms):
             if j == i:
                 continue
-            term = engine.fuse_term(row[j], xs[j])
             if not isinstance(term, SparseTerm):
                 maps.append(term if j < i else F.interpolate(term, size=size, mode='bilinear',
                                                              align_corners=False))
                 continue
             constant = term.constant if constant is None else constant + term.constant
             sparse.append(_term_rows(engine.geometry, term, size, batch))
-        y = channels_last(xs[i] if constant is None else xs[i] + constant.view(1, -1, 1, 1))
-        if y is xs[i]:
-            y = y.clone(memory_format=torch.channels_last)  # xs[i] is read by later rows
+        y = xs[i] if owned[i] else xs[i].clone(memory_format=torch.channels_last)
+        if constant is not None:
+            y.add_(constant.view(1, -1, 1, 1))
         for term in maps:
             y.add_(term)
         y_rows = y.permute(0, 2, 3, 1).view(-1, y.shape[1])  # a view: writes reach y
