@@ -68,3 +68,23 @@ def test_readme_evaluation_line_runs_as_written(variant, tiny_data, tmp_path):
     stats = json.loads((out / 'test_stats.json').read_text())
     scaled = [g * 1024 for g in stats['Gflops']]
     assert scaled == pytest.approx(REFERENCE_GFLOPS[variant], abs=0.06)
+
+
+def test_benchmark_command_line(tmp_path):
+    """tools/benchmark.py on the tiny synthetic ADP-C: per-segment figures as JSON, the
+    RBF Lambda it was told, and the outputs' agreement with dense checked."""
+    out = tmp_path / 'bench.json'
+    result = subprocess.run(
+        [sys.executable, 'tools/benchmark.py', '--cfg', 'experiments/synthetic/tiny_adpc.yaml',
+         '--shape', '64', '96', '--densities', '0.3', '--warmup', '0', '--repeats', '1',
+         '--skip-end-to-end', '--rbf-lambda', '1.0', '--json', str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert 'outputs agree with dense' in result.stdout
+    figures = json.loads(out.read_text())
+    assert [row['segment'] for row in figures['segments']] == [1, 2, 3]
+    assert figures['machine']['rbf_lambda'] == 1.0 and 'end_to_end' not in figures
+    both = subprocess.run([sys.executable, 'tools/benchmark.py', '--cfg',
+                           'experiments/synthetic/tiny_adpc.yaml', '--skip-segments',
+                           '--skip-end-to-end'], cwd=ROOT, capture_output=True, text=True)
+    assert both.returncode != 0 and 'nothing to measure' in both.stderr
