@@ -53,6 +53,11 @@ def _conv_geometry(conv):
     return k[0], s[0], p[0]
 
 
+def _output_size(h, w, kernel, stride, padding):
+    """(h, w) of a square convolution's output."""
+    return ((h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1)
+
+
 def _need_before(conv):
     """What a layer whose only reader is ``conv`` (same mask) must compute."""
     if not isinstance(conv, MaskedConv2d):
@@ -214,7 +219,7 @@ class SegmentEngine:
         is read by nothing else and its memory may hold the output."""
         k, s, p = _conv_geometry(conv)
         n, _, h, w = x.shape
-        out_size = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+        out_size = _output_size(h, w, k, s, p)
         folded = self.weights.get(conv, bn)
         if not isinstance(conv, MaskedConv2d):
             return self._plain(x, folded, s, p, relu, residual)
@@ -281,7 +286,7 @@ class SegmentEngine:
         the active pixels and their fill's reach), or None when it runs dense."""
         k, s, p = _conv_geometry(conv)
         h, w = x.shape[-2:]
-        out_size = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+        out_size = _output_size(h, w, k, s, p)
         geom = self.geometry.mask(out_size)
         if not isinstance(conv, MaskedConv2d) or not self.policy.sparse(conv, geom.density):
             return None
@@ -364,7 +369,7 @@ class SegmentEngine:
             return None
         k, s, p = _conv_geometry(conv)
         n, _, h, w = x.shape
-        size = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+        size = _output_size(h, w, k, s, p)
         geom = self.geometry.mask(size)
         if not self.policy.sparse(conv, geom.density) or \
                 not runs_near(layers, self.geometry, self.policy, size):
