@@ -382,13 +382,14 @@ class SegmentEngine:
     def hr_module(self, module, xs, owned=None):
         """``HighResolutionModule.forward``: branches, then the all-to-all fusion.
         ``owned[i]``: nothing outside reads ``xs[i]`` (its memory may be reused)."""
-        inputs = xs
-        xs = [self.branch(layers, x, own) for layers, x, own in
-              zip(module.branches, xs, owned or [False] * len(xs))]
+        owned = owned or [False] * len(xs)
+        outputs = [self.branch(layers, x, own) for layers, x, own in
+                   zip(module.branches, xs, owned)]
         if module.fuse_layers is None:
-            return xs
-        # A branch output is ours unless it is the caller's input (an empty branch).
-        return fuse(self, module, xs, [y is not x for y, x in zip(xs, inputs)])
+            return outputs
+        # A branch output is ours when it is a new map or its input was ours already.
+        return fuse(self, module, outputs,
+                    [own or y is not x for y, x, own in zip(outputs, xs, owned)])
 
     def head(self, head, branches, need_out):
         """An exit head on the concatenated branches; returns N x classes x h x w logits,
