@@ -11,8 +11,10 @@ from models.hrnet import apply_transition
 from models.masked_conv import MaskedConv2d, MaskSlot, rbf_kernel
 from models.model_anytime import exit_input
 from models.sparse import ExecutionPolicy, SegmentEngine, run_segment
-from models.sparse.geometry import MaskGeometry
-from models.sparse.kernels import NEGLIGIBLE_FILL_WEIGHT, channels_last, fill_kernel
+from models.sparse import kernels
+from models.sparse.geometry import ConvTaps, MaskGeometry
+from models.sparse.kernels import NEGLIGIBLE_FILL_WEIGHT, channels_last, conv_rows, \
+    fill_kernel, flat_rows
 from tiny import mixed_mask_model, tiny_cfg, tiny_model
 from utils.noise_masks import SmoothNoiseMasks
 
@@ -199,6 +201,23 @@ def test_one_masked_convolution(stride, kernel, size, density):
         assert close(got, ref)
 
 
+@pytest.mark.parametrize('stride', [1, 2])
+def test_convolution_rows_in_blocks(monkeypatch, stride):
+    """The im2col GEMM in many small blocks, padding taps among them, equals the
+    convolution at the active pixels."""
+    monkeypatch.setattr(kernels, 'IM2COL_BLOCK_BYTES', 1)  # the smallest blocks: 64 pixels
+    x = torch.randn(2, 6, 23, 31)
+    weight, bias = torch.randn(5, 6, 3, 3), torch.randn(5)
+    ref = F.conv2d(x, weight, bias, stride=stride, padding=1)
+    mask = (torch.rand(2, 1, *ref.shape[-2:]) < 0.7).float()
+    geom = MaskGeometry(mask)
+    taps = ConvTaps(geom, x.shape[-2:], 3, stride, 1)
+    assert len(taps.blocks(64)) > 3 and taps.outside is not None
+    matrix = weight.permute(0, 2, 3, 1).reshape(5, -1)
+    got = conv_rows(flat_rows(channels_last(x)), taps, matrix, bias)
+    assert close(got, flat_rows(channels_last(ref))[geom.active])
+
+
 def untied_threshold(model, x):
     """A threshold between exit 1's two middle confidences. A threshold equal to a pixel's
     confidence (as a median is) would let float rounding decide that pixel's mask."""
@@ -252,8 +271,8 @@ def test_auto_falls_back_to_dense_above_break_even(monkeypatch):
 
     calls = []
     for module in (engine, near_branch):
-        monkeypatch.setattr(module, 'rows_matmul',
-                            lambda *a, real=module.rows_matmul: calls.append(1) or real(*a))
+        monkeypatch.setattr(module, 'conv_rows',
+                            lambda *a, real=module.conv_rows, **k: calls.append(1) or real(*a, **k))
     model = randomise(tiny_model('adpc'))
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():

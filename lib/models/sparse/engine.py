@@ -30,7 +30,7 @@ from .geometry import SegmentGeometry, resample_matrix
 from .fuse import SparseTerm, fuse
 from .near_branch import NearMap, branch_reach, run_near_branch, runs_near, \
     transition_near_map
-from .kernels import channels_last, flat_rows, from_rows, gather_rows, rbf_fill_rows, \
+from .kernels import channels_last, conv_rows, flat_rows, from_rows, rbf_fill_rows, \
     resample_rows, rows_matmul
 from .weights import FoldedWeights
 
@@ -229,8 +229,7 @@ class SegmentEngine:
         z_active = None
         if geom.active.numel():
             taps = self.geometry.taps(out_size, (h, w), k, s, p)
-            cols = gather_rows(flat_rows(x), taps)  # n_active x k*k*C_in
-            z_active = rows_matmul(cols, folded.matrix, folded.inner)  # n_active x C_out
+            z_active = conv_rows(flat_rows(x), taps, folded.matrix, folded.inner)
         return self._assemble(conv, geom, z_active, folded, relu, residual, need, x, reuse)
 
     def _dense(self, conv, geom, x, folded, stride, padding, relu, residual, need):
@@ -295,7 +294,7 @@ class SegmentEngine:
         if not geom.active.numel():
             return SparseTerm(constant, x.new_zeros(0, conv.out_channels), out_size, 0)
         taps = self.geometry.taps(out_size, (h, w), k, s, p)
-        z_active = rows_matmul(gather_rows(flat_rows(x), taps), folded.matrix, folded.inner)
+        z_active = conv_rows(flat_rows(x), taps, folded.matrix, folded.inner)
         pattern = self._fill_rows(folded, geom, 'full')
         if pattern is None:
             return SparseTerm(constant, z_active, out_size, 0)

@@ -166,6 +166,24 @@ class ConvTaps:
         self.index = flat.reshape(-1)
         outside = (~inside).reshape(-1).nonzero().squeeze(1)
         self.outside = outside if outside.numel() else None
+        self._blocks = {}
+
+    def blocks(self, step):
+        """The output pixels in blocks of ``step``: (start, stop, index, outside) with the
+        block's input rows and its padding taps (relative to the block, or None)."""
+        if step not in self._blocks:
+            area, n = self.area, self.index.numel() // self.area
+            starts = list(range(0, n, step))
+            edges = [0] * (len(starts) + 1)
+            if self.outside is not None:
+                edges = torch.searchsorted(self.outside, torch.tensor(
+                    starts + [n], device=self.index.device) * area).tolist()
+            self._blocks[step] = [
+                (start, min(n, start + step), self.index[start * area:(start + step) * area],
+                 None if edges[b] == edges[b + 1] else
+                 self.outside[edges[b]:edges[b + 1]] - start * area)
+                for b, start in enumerate(starts)]
+        return self._blocks[step]
 
 
 class NearSet:

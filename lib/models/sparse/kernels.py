@@ -2,13 +2,12 @@
 
 - ``fold_batch_norm``: a convolution followed by an inference BatchNorm is one
   convolution with a bias, so BN costs nothing at the computed pixels.
-- ``gather_rows`` + ``rows_matmul``: a convolution at selected output pixels is an
-  im2col gather of their input neighbourhoods (one matrix, n x k*k*C) and one GEMM.
+- ``conv_rows``: a convolution at selected output pixels is an im2col gather of their
+  input neighbourhoods (n x k*k*C) and a GEMM, done in cache-sized blocks of pixels.
+- ``rows_matmul``: the GEMM of pointwise (1x1) convolutions on rows.
 - ``rbf_fill_rows``: the RBF fill of ADP-C Sec. 3.3 at selected skipped pixels, as a
   sparse (CSR) product with the computed outputs.
 """
-import warnings
-
 import torch
 import torch.nn.functional as F
 
@@ -59,12 +58,41 @@ def fold_batch_norm(conv, bn):
     return weight * scale.view(-1, 1, 1, 1), inner, shift
 
 
-def gather_rows(x_rows, taps):
-    """im2col at the active pixels: n_active x (k*k*C) matrix of input neighbourhoods."""
-    cols = x_rows.index_select(0, taps.index)  # n_active*k*k x C
-    if taps.outside is not None:
-        cols.index_fill_(0, taps.outside, 0)  # zero padding of the convolution
-    return cols.view(-1, taps.area * x_rows.shape[1])
+# Bytes of one im2col block: small enough to stay in cache between its gather and its
+# GEMM, and allocated once per convolution instead of once per pixel set (a fresh
+# n x k*k*C matrix costs page faults comparable to the GEMM at W48 sizes).
+IM2COL_BLOCK_BYTES = 2 << 20
+
+
+def conv_rows(x_rows, taps, matrix, bias=None, out=None):
+    """A convolution at its active output pixels: ``im2col(x) @ matrix^T (+ bias)``.
+
+    Args:
+        x_rows (Tensor): the input as rows (N*H*W x C, or any rows ``taps`` index).
+        taps (ConvTaps): the input rows each output pixel reads.
+        matrix (Tensor): C_out x (k*k*C) folded weight.
+        bias (Tensor | None): C_out.
+        out (Tensor | None): n_active x C_out destination.
+    Returns:
+        Tensor: n_active x C_out.
+    """
+    area, channels = taps.area, x_rows.shape[1]
+    n = taps.index.numel() // area
+    if out is None:
+        out = x_rows.new_empty(n, matrix.shape[0])
+    step = max(1, n) if x_rows.device.type != 'cpu' else \
+        max(64, IM2COL_BLOCK_BYTES // (area * channels * x_rows.element_size()))
+    block = x_rows.new_empty(min(n, step) * area, channels)
+    for start, stop, index, outside in taps.blocks(step):
+        cols = torch.index_select(x_rows, 0, index, out=block[:index.numel()])
+        if outside is not None:  # zero padding of the convolution
+            cols.index_fill_(0, outside, 0)
+        cols = cols.view(stop - start, area * channels)
+        if bias is None:
+            torch.mm(cols, matrix.t(), out=out[start:stop])
+        else:
+            torch.addmm(bias, cols, matrix.t(), out=out[start:stop])
+    return out
 
 
 def rows_matmul(rows, matrix, bias=None):
@@ -121,14 +149,9 @@ def rbf_fill_rows(pattern, z_rows, kernel, compact, first=None):
         kernel (Tensor): the layer's 7x7 fill kernel (``fill_kernel``).
         compact (bool): which of the two ``z_rows`` is.
     """
-    kernel = kernel.to(z_rows.dtype)
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='.*[Ss]parse CSR tensor support.*')
-        return torch.sparse.mm(pattern.matrix(kernel, compact, first), z_rows)
+    return torch.sparse.mm(pattern.matrix(kernel.to(z_rows.dtype), compact, first), z_rows)
 
 
 def resample_rows(matrix, x_rows):
     """Rows of a resampled map: a CSR resampling ``matrix`` times the source rows."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='.*[Ss]parse CSR tensor support.*')
-        return torch.sparse.mm(matrix, x_rows)
+    return torch.sparse.mm(matrix, x_rows)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..masked_conv import MaskedConv2d
-from .kernels import channels_last, flat_rows, gather_rows, rbf_fill_rows, rows_matmul
+from .kernels import channels_last, conv_rows, flat_rows, rbf_fill_rows
 
 
 def _runs_near(block, geometry, policy, size):
@@ -93,7 +93,7 @@ def _masked_conv(folded, rows, taps, near, num_rows):
     out = rows.new_empty(num_rows, folded.ohwi.shape[0])
     active = out[:near.num_active]
     if near.num_active:
-        active.copy_(rows_matmul(gather_rows(rows, taps), folded.matrix, folded.inner))
+        conv_rows(rows, taps, folded.matrix, folded.inner, out=active)
     skipped = out[near.num_active:]
     if skipped.shape[0]:
         if folded.fill is not None and near.num_active:
