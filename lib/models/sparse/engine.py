@@ -153,7 +153,7 @@ class SegmentEngine:
     def __init__(self, masks, policy, weights=None):
         self.geometry = SegmentGeometry(masks)
         self.policy = policy
-        self.weights = weights if weights is not None else FoldedWeights()
+        self.weights = (weights if weights is not None else FoldedWeights()).for_call()
 
     def _fill_rows(self, folded, geom, need):
         """The skipped pixels whose RBF fill a reader needs (None: none)."""

@@ -72,6 +72,10 @@ class FoldedWeights:
             self._entries[conv] = entry
         return entry[2]
 
+    def for_call(self):
+        """A view for one segment call that checks each convolution's entry once."""
+        return CallWeights(self)
+
     def clear(self):
         self._entries = weakref.WeakKeyDictionary()
 
@@ -84,3 +88,18 @@ class FoldedWeights:
 
     def __setstate__(self, state):
         self._entries = weakref.WeakKeyDictionary()
+
+
+class CallWeights:
+    """``FoldedWeights`` during one call, when no weight can change: a convolution read by
+    several steps is validated (its tensors' signature computed) only the first time."""
+
+    def __init__(self, cache):
+        self._cache = cache
+        self._seen = {}
+
+    def get(self, conv, bn):
+        folded = self._seen.get(conv)
+        if folded is None:
+            folded = self._seen[conv] = self._cache.get(conv, bn)
+        return folded
