@@ -17,8 +17,10 @@ EXECUTION_MODES = ('dense', 'sparse', 'auto')
 
 # (kernel size, up to this many output channels) -> density below which a sparse layer
 # beats the engine's dense layer; the first matching entry applies.
-CPU_BREAK_EVEN = {(3, 64): 0.35, (3, 128): 0.55, (3, 256): 0.65, (3, None): 0.85,
-                  (1, 256): 0.55, (1, None): 0.75}
+# Each lies halfway between the last measured density where sparse was faster and the
+# first where it was not.
+CPU_BREAK_EVEN = {(3, 64): 0.55, (3, 128): 0.65, (3, 256): 0.75, (3, None): 0.85,
+                  (1, 256): 0.75, (1, None): 0.65}
 
 
 class ExecutionPolicy:
