@@ -289,7 +289,7 @@ def _axis_taps(in_size, ops, device, dtype):
     return (mh.shape[0], mw.shape[0]), _taps_1d(mh, dtype), _taps_1d(mw, dtype)
 
 
-def resample_matrix(rows, out_size, batch, in_size, ops, dtype):
+def resample_matrix(rows, out_size, batch, in_size, ops, dtype, columns=None):
     """CSR matrix that maps a source map (N*H*W rows) to ``rows`` of the resampled map.
 
     Args:
@@ -299,6 +299,8 @@ def resample_matrix(rows, out_size, batch, in_size, ops, dtype):
         in_size (tuple): (H, W) of the source.
         ops (list): see ``resample_matrices``.
         dtype (torch.dtype): of the values.
+        columns (Tensor | None): source rows to read from, in this order; the others are
+            zero (default: all N*H*W in order).
     """
     size, (ih, wh), (iw, ww) = _axis_taps(tuple(in_size), tuple(tuple(op) for op in ops),
                                           rows.device, dtype)
@@ -308,13 +310,25 @@ def resample_matrix(rows, out_size, batch, in_size, ops, dtype):
     n, i, j = _coords(rows, out_size)
     h_in, w_in = in_size
     # Ascending taps per axis make each row's columns ascend, as CSR wants.
-    col = (n[:, None, None] * h_in + ih[i][:, :, None]) * w_in + iw[j][:, None, :]
-    val = wh[i][:, :, None] * ww[j][:, None, :]
-    taps = col.shape[1] * col.shape[2]
-    crow = torch.arange(0, rows.numel() * taps + 1, taps, device=rows.device)
+    taps = ih.shape[1] * iw.shape[1]
+    col = ((n[:, None, None] * h_in + ih[i][:, :, None]) * w_in + iw[j][:, None, :]) \
+        .reshape(rows.numel(), taps)
+    val = (wh[i][:, :, None] * ww[j][:, None, :]).reshape(rows.numel(), taps)
+    num_columns = batch * h_in * w_in
+    if columns is not None:  # renumber, drop taps on zeros, keep columns ascending
+        position = torch.full((num_columns,), columns.numel(), dtype=torch.int64,
+                              device=rows.device)
+        position[columns] = torch.arange(columns.numel(), device=rows.device)
+        col, order = position[col].sort(dim=1)
+        val = val.gather(1, order)
+        kept = col < columns.numel()
+        col, val, num_columns = col[kept], val[kept], columns.numel()
+        crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=rows.device)
+        crow[1:] = kept.sum(1).cumsum(0)
+    else:
+        crow = torch.arange(0, col.numel() + 1, taps, device=rows.device)
     return torch.sparse_csr_tensor(crow, col.reshape(-1), val.reshape(-1),
-                                   size=(rows.numel(), batch * h_in * w_in),
-                                   check_invariants=False)
+                                   size=(rows.numel(), num_columns), check_invariants=False)
 
 
 class SegmentGeometry:
@@ -365,19 +379,21 @@ class SegmentGeometry:
         return self._reach_rows[key]
 
     def upsampling(self, size, reach, size_to, dtype):
-        """Bilinear upsampling (align_corners False) of a map that is constant but at
+        """Bilinear upsampling (align_corners False) of a map that is zero but at
         ``reach_rows(size, reach)``: the rows of the ``size_to`` map that read those
-        pixels, and the CSR matrix giving them from the ``size`` map."""
+        pixels, and the CSR matrix giving them from the map's values there (in
+        ``reach_rows`` order)."""
         key = (tuple(size), reach, tuple(size_to), dtype)
         if key not in self._upsampling:
             geom = self.mask(size)
+            sources = self.reach_rows(size, reach)
             source = torch.zeros(geom.numel, device=geom.active.device)
-            source[self.reach_rows(size, reach)] = 1
+            source[sources] = 1
             touched = F.interpolate(source.view(geom.batch, 1, *geom.size), size=size_to,
                                     mode='bilinear', align_corners=False)
             rows = touched.reshape(-1).nonzero().squeeze(1)
             self._upsampling[key] = rows, resample_matrix(
-                rows, size_to, geom.batch, size, [('resize', tuple(size_to))], dtype)
+                rows, size_to, geom.batch, size, [('resize', tuple(size_to))], dtype, sources)
         return self._upsampling[key]
 
     def near(self, size, radius):

@@ -149,9 +149,22 @@ def rbf_fill_rows(pattern, z_rows, kernel, compact, first=None):
         kernel (Tensor): the layer's 7x7 fill kernel (``fill_kernel``).
         compact (bool): which of the two ``z_rows`` is.
     """
-    return torch.sparse.mm(pattern.matrix(kernel.to(z_rows.dtype), compact, first), z_rows)
+    return csr_mm(pattern.matrix(kernel.to(z_rows.dtype), compact, first), z_rows)
 
 
 def resample_rows(matrix, x_rows):
     """Rows of a resampled map: a CSR resampling ``matrix`` times the source rows."""
-    return torch.sparse.mm(matrix, x_rows)
+    return csr_mm(matrix, x_rows)
+
+
+def csr_mm(matrix, dense):
+    """``matrix @ dense`` for a CSR ``matrix``.
+
+    On CPU the product goes into a tensor allocated here: ``torch.sparse.mm`` allocates
+    and copies its result separately, which made the fills of a W48 segment about 20%
+    slower.
+    """
+    if dense.device.type != 'cpu':
+        return torch.sparse.mm(matrix, dense)
+    out = dense.new_empty(matrix.shape[0], dense.shape[1])
+    return torch.addmm(out, matrix, dense, beta=0, out=out)
