@@ -12,7 +12,7 @@ from models.masked_conv import MaskedConv2d, MaskSlot, rbf_kernel
 from models.model_anytime import exit_input
 from models.sparse import ExecutionPolicy, SegmentEngine, run_segment
 from models.sparse import kernels
-from models.sparse.geometry import ConvTaps, MaskGeometry
+from models.sparse.geometry import ConvTaps, MaskGeometry, resample_matrix
 from models.sparse.kernels import NEGLIGIBLE_FILL_WEIGHT, channels_last, conv_rows, \
     fill_kernel, flat_rows
 from tiny import mixed_mask_model, tiny_cfg, tiny_model
@@ -216,6 +216,28 @@ def test_convolution_rows_in_blocks(monkeypatch, stride):
     matrix = weight.permute(0, 2, 3, 1).reshape(5, -1)
     got = conv_rows(flat_rows(channels_last(x)), taps, matrix, bias)
     assert close(got, flat_rows(channels_last(ref))[geom.active])
+
+
+@pytest.mark.parametrize('size,size_to', [((5, 7), (10, 14)), ((4, 6), (16, 24)),
+                                          ((6, 9), (13, 17))])
+def test_resampling_matrix_reads_given_columns(size, size_to):
+    """Bilinear upsampling as a CSR matrix: from the whole source map, and from its values
+    at some source pixels only (the others being zero)."""
+    x = torch.randn(2, 3, *size)
+    rows = torch.randperm(2 * size_to[0] * size_to[1])[:40]
+    columns = torch.randperm(2 * size[0] * size[1])[:25]
+    ops = [('resize', size_to)]
+    up = lambda m: flat_rows(channels_last(F.interpolate(
+        m, size=size_to, mode='bilinear', align_corners=False)))[rows]
+    x_rows = flat_rows(channels_last(x))
+    full = resample_matrix(rows, size_to, 2, size, ops, x.dtype)
+    assert close(torch.sparse.mm(full, x_rows), up(x))
+    kept = torch.zeros_like(x_rows)
+    kept[columns] = x_rows[columns]
+    part = resample_matrix(rows, size_to, 2, size, ops, x.dtype, columns)
+    assert part.shape == (40, 25)
+    assert close(torch.sparse.mm(part, x_rows[columns]),
+                 up(kept.view(2, *size, 3).permute(0, 3, 1, 2)))
 
 
 def untied_threshold(model, x):
