@@ -28,13 +28,17 @@ class SparseTerm:
     reach: int
 
 
-def _term_rows(geometry, term, size):
+def _term_rows(geometry, term, size, batch):
     """Rows and values of the non-constant part of ``term`` at ``size``: upsampled
     bilinearly when ``term`` is smaller."""
+    rows = geometry.reach_rows(term.size, term.reach)
     if term.size == size:
-        return geometry.reach_rows(term.size, term.reach), term.values
+        return rows, term.values
     targets, matrix = geometry.upsampling(term.size, term.reach, size, term.values.dtype)
-    return targets, resample_rows(matrix, term.values)
+    # The source is small (a lower resolution): zeros and the term's rows.
+    source = term.values.new_zeros(batch * term.size[0] * term.size[1], term.values.shape[1])
+    source.index_copy_(0, rows, term.values)
+    return targets, resample_rows(matrix, source)
 
 
 def fuse(engine, module, xs, owned):
@@ -56,7 +60,7 @@ def fuse(engine, module, xs, owned):
                                                              align_corners=False))
                 continue
             constant = term.constant if constant is None else constant + term.constant
-            sparse.append(_term_rows(engine.geometry, term, size))
+            sparse.append(_term_rows(engine.geometry, term, size, batch))
         y = xs[i] if owned[i] else xs[i].clone(memory_format=torch.channels_last)
         if constant is not None:
             y.add_(constant.view(1, -1, 1, 1))

@@ -283,13 +283,19 @@ def _taps_1d(m, dtype):
 
 
 @functools.lru_cache(maxsize=64)
-def _axis_taps(in_size, ops, device, dtype):
-    """``_taps_1d`` of both axes of ``resample_matrices``: depends on shapes only."""
+def _pixel_taps(in_size, ops, device, dtype):
+    """Resampling of one H x W image by ``ops`` (see ``resample_matrices``), per output
+    pixel in row-major order: its source pixels (flat, ascending) and their weights.
+    Depends on shapes only, so it is built once per process and shape."""
     mh, mw = resample_matrices(in_size, ops, device)
-    return (mh.shape[0], mw.shape[0]), _taps_1d(mh, dtype), _taps_1d(mw, dtype)
+    (ih, wh), (iw, ww) = _taps_1d(mh, dtype), _taps_1d(mw, dtype)
+    pixels = mh.shape[0] * mw.shape[0]
+    col = (ih[:, None, :, None] * in_size[1] + iw[None, :, None, :]).reshape(pixels, -1)
+    val = (wh[:, None, :, None] * ww[None, :, None, :]).reshape(pixels, -1)
+    return (mh.shape[0], mw.shape[0]), col, val
 
 
-def resample_matrix(rows, out_size, batch, in_size, ops, dtype, columns=None):
+def resample_matrix(rows, out_size, batch, in_size, ops, dtype):
     """CSR matrix that maps a source map (N*H*W rows) to ``rows`` of the resampled map.
 
     Args:
@@ -299,36 +305,20 @@ def resample_matrix(rows, out_size, batch, in_size, ops, dtype, columns=None):
         in_size (tuple): (H, W) of the source.
         ops (list): see ``resample_matrices``.
         dtype (torch.dtype): of the values.
-        columns (Tensor | None): source rows to read from, in this order; the others are
-            zero (default: all N*H*W in order).
     """
-    size, (ih, wh), (iw, ww) = _axis_taps(tuple(in_size), tuple(tuple(op) for op in ops),
-                                          rows.device, dtype)
+    size, col, val = _pixel_taps(tuple(in_size), tuple(tuple(op) for op in ops),
+                                 rows.device, dtype)
     if size != tuple(out_size):
         raise ValueError(f'resampling {in_size} by {ops} gives {size}, '
                          f'expected {tuple(out_size)}')
-    n, i, j = _coords(rows, out_size)
-    h_in, w_in = in_size
-    # Ascending taps per axis make each row's columns ascend, as CSR wants.
-    taps = ih.shape[1] * iw.shape[1]
-    col = ((n[:, None, None] * h_in + ih[i][:, :, None]) * w_in + iw[j][:, None, :]) \
-        .reshape(rows.numel(), taps)
-    val = (wh[i][:, :, None] * ww[j][:, None, :]).reshape(rows.numel(), taps)
-    num_columns = batch * h_in * w_in
-    if columns is not None:  # renumber, drop taps on zeros, keep columns ascending
-        position = torch.full((num_columns,), columns.numel(), dtype=torch.int64,
-                              device=rows.device)
-        position[columns] = torch.arange(columns.numel(), device=rows.device)
-        col, order = position[col].sort(dim=1)
-        val = val.gather(1, order)
-        kept = col < columns.numel()
-        col, val, num_columns = col[kept], val[kept], columns.numel()
-        crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=rows.device)
-        crow[1:] = kept.sum(1).cumsum(0)
-    else:
-        crow = torch.arange(0, col.numel() + 1, taps, device=rows.device)
+    pixels = size[0] * size[1]
+    col, val = col.index_select(0, rows % pixels), val.index_select(0, rows % pixels)
+    if batch > 1:  # images follow each other in the flat source rows
+        col = col + (rows // pixels * (in_size[0] * in_size[1]))[:, None]
+    crow = torch.arange(0, col.numel() + 1, col.shape[1], device=rows.device)
     return torch.sparse_csr_tensor(crow, col.reshape(-1), val.reshape(-1),
-                                   size=(rows.numel(), num_columns), check_invariants=False)
+                                   size=(rows.numel(), batch * in_size[0] * in_size[1]),
+                                   check_invariants=False)
 
 
 class SegmentGeometry:
@@ -379,21 +369,19 @@ class SegmentGeometry:
         return self._reach_rows[key]
 
     def upsampling(self, size, reach, size_to, dtype):
-        """Bilinear upsampling (align_corners False) of a map that is zero but at
+        """Bilinear upsampling (align_corners False) of a map that is constant but at
         ``reach_rows(size, reach)``: the rows of the ``size_to`` map that read those
-        pixels, and the CSR matrix giving them from the map's values there (in
-        ``reach_rows`` order)."""
+        pixels, and the CSR matrix giving them from the ``size`` map."""
         key = (tuple(size), reach, tuple(size_to), dtype)
         if key not in self._upsampling:
             geom = self.mask(size)
-            sources = self.reach_rows(size, reach)
             source = torch.zeros(geom.numel, device=geom.active.device)
-            source[sources] = 1
+            source[self.reach_rows(size, reach)] = 1
             touched = F.interpolate(source.view(geom.batch, 1, *geom.size), size=size_to,
                                     mode='bilinear', align_corners=False)
             rows = touched.reshape(-1).nonzero().squeeze(1)
             self._upsampling[key] = rows, resample_matrix(
-                rows, size_to, geom.batch, size, [('resize', tuple(size_to))], dtype, sources)
+                rows, size_to, geom.batch, size, [('resize', tuple(size_to))], dtype)
         return self._upsampling[key]
 
     def near(self, size, radius):
