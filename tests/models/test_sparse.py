@@ -283,8 +283,8 @@ def test_auto_falls_back_to_dense_above_break_even(monkeypatch):
 
     calls = []
     for module in (engine, near_branch):
-        monkeypatch.setattr(module, 'conv_rows',
-                            lambda *a, real=module.conv_rows, **k: calls.append(1) or real(*a, **k))
+        monkeypatch.setattr(module, 'conv_rows', lambda *a, real=module.conv_rows, **k:
+                            calls.append(1) or real(*a, **k))
     model = randomise(tiny_model('adpc'))
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():

@@ -59,8 +59,8 @@ def fold_batch_norm(conv, bn):
 
 
 # Bytes of one im2col block: small enough to stay in cache between its gather and its
-# GEMM, and allocated once per convolution instead of once per pixel set (a fresh
-# n x k*k*C matrix costs page faults comparable to the GEMM at W48 sizes).
+# GEMM. One such buffer per convolution replaces a whole n x k*k*C matrix, whose fresh
+# pages alone (page faults) cost about as much as its GEMM at W48 sizes.
 IM2COL_BLOCK_BYTES = 2 << 20
 
 
