@@ -94,6 +94,29 @@ def test_segments_equal_dense(variant, density, policy):
         branches = ref_branches
 
 
+@pytest.mark.parametrize('need_out', ['active', 'full'])
+def test_exit_heads_in_blocks_of_pixels_equal_dense(monkeypatch, need_out):
+    """Exit heads whose 1x1 convolutions run as a chain, in many blocks of pixels."""
+    monkeypatch.setattr(engine, 'ROW_BLOCK_BYTES', 1)  # the smallest blocks: 64 pixels
+    chains = []
+    real = engine.SegmentEngine._pointwise_chain
+    monkeypatch.setattr(engine.SegmentEngine, '_pointwise_chain', lambda self, chain, n, rows_at:
+                        chains.append((len(chain), n)) or real(self, chain, n, rows_at))
+    model = randomise(tiny_model('adpc'))
+    x = torch.randn(2, 3, 64, 96)
+    branches = segment_inputs(model, x)
+    for j in (1, 2, 3):
+        masks = SmoothNoiseMasks(2, (16, 24), 0.6, smoothness=4, seed=j)
+        ref_branches, ref = dense_segment(model, j, branches, masks)
+        _, got = sparse_segment(model, j, branches, masks, POLICIES['sparse'], need_out)
+        active = masks.at(ref.shape[-2:]) > 0.5
+        if need_out == 'active':
+            ref, got = ref * active, got * active
+        assert close(got, ref), (j, (got - ref).abs().max())
+        branches = ref_branches
+    assert any(length > 1 and n > 3 * 64 for length, n in chains)  # blocks of a chain
+
+
 DEEP = ('MODEL.EXTRA.STAGE2.NUM_BLOCKS', [2, 2], 'MODEL.EXTRA.STAGE3.NUM_BLOCKS', [3, 1, 2],
         'MODEL.EXTRA.STAGE4.NUM_BLOCKS', [2, 2, 2, 2])
 
@@ -205,7 +228,7 @@ def test_one_masked_convolution(stride, kernel, size, density):
 def test_convolution_rows_in_blocks(monkeypatch, stride):
     """The im2col GEMM in many small blocks, padding taps among them, equals the
     convolution at the active pixels."""
-    monkeypatch.setattr(kernels, 'IM2COL_BLOCK_BYTES', 1)  # the smallest blocks: 64 pixels
+    monkeypatch.setattr(kernels, 'ROW_BLOCK_BYTES', 1)  # the smallest blocks: 64 pixels
     x = torch.randn(2, 6, 23, 31)
     weight, bias = torch.randn(5, 6, 3, 3), torch.randn(5)
     ref = F.conv2d(x, weight, bias, stride=stride, padding=1)

@@ -30,8 +30,8 @@ from .geometry import SegmentGeometry, resample_matrix
 from .fuse import SparseTerm, fuse
 from .near_branch import NearMap, branch_reach, run_near_branch, runs_near, \
     transition_near_map
-from .kernels import channels_last, conv_rows, flat_rows, from_rows, rbf_fill_rows, \
-    resample_rows, rows_matmul
+from .kernels import ROW_BLOCK_BYTES, channels_last, conv_rows, flat_rows, from_rows, \
+    rbf_fill_rows, resample_rows, rows_matmul
 from .weights import FoldedWeights
 
 
@@ -399,7 +399,10 @@ class SegmentEngine:
         compact = None  # rows at the active pixels of the current size, once produced
         compact_geom = None  # the mask those rows belong to
         steps = _conv_steps(list(_leaves(head)))
+        resume = 0  # steps before this one ran as part of a pointwise chain
         for i, step in enumerate(steps):
+            if i < resume:
+                continue
             if not isinstance(step, tuple):
                 if full is not None and (isinstance(step, (nn.AvgPool2d, nn.Upsample))):
                     state, full = LazyMap([full], full.shape[-2:]), None
@@ -410,24 +413,29 @@ class SegmentEngine:
                 compact = None
                 continue
             conv, bn, relu = step
-            nxt = steps[i + 1] if i + 1 < len(steps) else None
-            need = need_out if nxt is None else (
-                _need_before(nxt[0]) if isinstance(nxt, tuple) else 'full')
-            k, s, p = _conv_geometry(conv)
             size = state.size if full is None and compact is None else \
                 (full.shape[-2:] if full is not None else compact_geom.size)
             geom = self.geometry.mask(size) if isinstance(conv, MaskedConv2d) else None
-            pointwise = (k, s, p) == (1, 1, 0)
-            if geom is not None and pointwise and self.policy.sparse(conv, geom.density):
-                # 1x1 conv at the active pixels only, reading its input there only.
+            if geom is not None and self._sparse_pointwise(step, geom):
+                # 1x1 convs at the active pixels only, reading their input there only.
+                resume = i + 1
+                while resume < len(steps) and self._sparse_pointwise(steps[resume], geom):
+                    resume += 1
+                nxt = steps[resume] if resume < len(steps) else None
+                need = need_out if nxt is None else (
+                    _need_before(nxt[0]) if isinstance(nxt, tuple) else 'full')
                 if compact is not None:
-                    rows = compact
+                    rows_at = lambda start, stop, rows=compact: rows[start:stop]
                 elif full is not None:
-                    rows = flat_rows(full).index_select(0, geom.active)
+                    rows_at = lambda start, stop, rows=flat_rows(full): \
+                        rows.index_select(0, geom.active[start:stop])
                 else:
-                    rows = state.rows(geom.active)  # n_active x C_in
+                    rows_at = lambda start, stop, lazy=state: \
+                        lazy.rows(geom.active[start:stop])
+                chain = steps[i:resume]
+                z_active = self._pointwise_chain(chain, geom.active.numel(), rows_at)
+                conv, bn, relu = chain[-1]
                 folded = self.weights.get(conv, bn)
-                z_active = rows_matmul(rows, folded.matrix, folded.inner)
                 if need == 'active':
                     compact = z_active if folded.outer is None else z_active.add_(folded.outer)
                     compact = compact.relu_() if relu else compact
@@ -435,12 +443,46 @@ class SegmentEngine:
                     full = None
                 else:
                     full = self._assemble(conv, geom, z_active, folded, relu, None, need,
-                                          rows)
+                                          z_active)
                     compact = None
             else:
+                nxt = steps[i + 1] if i + 1 < len(steps) else None
+                need = need_out if nxt is None else (
+                    _need_before(nxt[0]) if isinstance(nxt, tuple) else 'full')
                 x = self._materialise(state, full, compact, compact_geom)
                 full, compact = self.conv(conv, bn, x, relu=relu, need=need), None
         return self._materialise(state, full, compact, compact_geom).contiguous()
+
+    def _sparse_pointwise(self, step, geom):
+        """Is ``step`` a masked 1x1 convolution that runs sparse at ``geom``'s density?"""
+        return isinstance(step, tuple) and isinstance(step[0], MaskedConv2d) and \
+            _conv_geometry(step[0]) == (1, 1, 0) and self.policy.sparse(step[0], geom.density)
+
+    def _pointwise_chain(self, chain, num_active, rows_at):
+        """Consecutive 1x1 convolutions (conv, bn, relu) at the active pixels, each read
+        only there by the next: the last one's output before its outer bias,
+        num_active x C_out. ``rows_at(start, stop)``: the chain's input at those active
+        pixels.
+
+        It runs in blocks of pixels, so that wide intermediate rows (720 channels in
+        W48's last exit) stay in cache and are never allocated for all pixels at once.
+        """
+        folded = [self.weights.get(conv, bn) for conv, bn, _ in chain]
+        out = folded[-1].matrix.new_empty(num_active, folded[-1].matrix.shape[0])
+        widest = max([chain[0][0].in_channels] + [f.matrix.shape[0] for f in folded])
+        step = max(1, num_active) if out.device.type != 'cpu' else \
+            max(64, ROW_BLOCK_BYTES // (widest * out.element_size()))
+        for start in range(0, num_active, step):
+            stop = min(num_active, start + step)
+            rows = rows_at(start, stop)
+            for f, (_, _, relu) in zip(folded[:-1], chain[:-1]):
+                rows = rows_matmul(rows, f.matrix, f.inner)
+                if f.outer is not None:
+                    rows.add_(f.outer)
+                if relu:
+                    rows.relu_()
+            out[start:stop] = rows_matmul(rows, folded[-1].matrix, folded[-1].inner)
+        return out
 
     @staticmethod
     def _lazy_op(state, module):

@@ -58,10 +58,11 @@ def fold_batch_norm(conv, bn):
     return weight * scale.view(-1, 1, 1, 1), inner, shift
 
 
-# Bytes of one im2col block: small enough to stay in cache between its gather and its
-# GEMM. One such buffer per convolution replaces a whole n x k*k*C matrix, whose fresh
-# pages alone (page faults) cost about as much as its GEMM at W48 sizes.
-IM2COL_BLOCK_BYTES = 2 << 20
+# Bytes of one block of rows (an im2col block, or a block of pixels through a chain of
+# 1x1 convolutions): small enough to stay in cache from one operation to the next. One
+# such buffer replaces a whole n x k*k*C matrix, whose fresh pages alone (page faults)
+# cost about as much as its GEMM at W48 sizes.
+ROW_BLOCK_BYTES = 2 << 20
 
 
 def conv_rows(x_rows, taps, matrix, bias=None, out=None):
@@ -81,7 +82,7 @@ def conv_rows(x_rows, taps, matrix, bias=None, out=None):
     if out is None:
         out = x_rows.new_empty(n, matrix.shape[0])
     step = max(1, n) if x_rows.device.type != 'cpu' else \
-        max(64, IM2COL_BLOCK_BYTES // (area * channels * x_rows.element_size()))
+        max(64, ROW_BLOCK_BYTES // (area * channels * x_rows.element_size()))
     block = x_rows.new_empty(min(n, step) * area, channels)
     for start, stop, index, outside in taps.blocks(step):
         cols = torch.index_select(x_rows, 0, index, out=block[:index.numel()])
