@@ -70,6 +70,14 @@ def _need_before(conv):
     return 'full'
 
 
+def _need_after(steps, k, need_last):
+    """What step k-1 must compute, given the steps that follow it; ``need_last`` after
+    the last step."""
+    if k == len(steps):
+        return need_last
+    return _need_before(steps[k][0]) if isinstance(steps[k], tuple) else 'full'
+
+
 def _conv_steps(leaves):
     """Group leaves into (conv, bn, relu) steps; other leaves stand alone."""
     steps, i = [], 0
@@ -96,10 +104,12 @@ class LazyMap:
     only needs that map at its active pixels, which ``rows`` samples directly.
     """
 
-    def __init__(self, sources, size):
+    def __init__(self, sources):
+        """``sources`` resized (bilinear) to the first one's size and concatenated."""
         self.sources = [(x, [], tuple(x.shape[-2:])) for x in sources]
-        self.size = tuple(size)
+        self.size = self.sources[0][2]
         self.batch = sources[0].shape[0]
+        self.resize(self.size)
 
     def resize(self, size):
         """Bilinear resize (align_corners False) of every source to ``size``."""
@@ -126,6 +136,25 @@ class LazyMap:
         out = maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
         return channels_last(out)
 
+    def record(self, module):
+        """Record ``module`` if it is a 2x2 average pooling or a 2x bilinear upsampling;
+        False if it is neither."""
+        if isinstance(module, nn.AvgPool2d) and module.kernel_size in (2, (2, 2)) \
+                and module.stride in (2, (2, 2)) and module.padding in (0, (0, 0)) \
+                and not module.ceil_mode:
+            self.pool2()
+            return True
+        if isinstance(module, nn.Upsample) and module.mode == 'bilinear' \
+                and not module.align_corners and module.size is None \
+                and module.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)):
+            self.resize((self.size[0] * 2, self.size[1] * 2))
+            return True
+        return False
+
+    def at_active(self, geom, start, stop):
+        """The map at active pixels ``start:stop`` of ``geom`` (this size)."""
+        return self.rows(geom.active[start:stop])
+
     def rows(self, rows):
         """The map at flat ``rows`` only: n x C."""
         parts = []
@@ -137,6 +166,38 @@ class LazyMap:
                                      x.dtype)
             parts.append(resample_rows(matrix, flat_rows(channels_last(x))))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+class FullMap:
+    """A computed channels-last map, read like a ``LazyMap``."""
+
+    def __init__(self, x):
+        self.x = x
+        self.size = tuple(x.shape[-2:])
+
+    def at_active(self, geom, start, stop):
+        return flat_rows(self.x).index_select(0, geom.active[start:stop])
+
+    def materialise(self):
+        return self.x
+
+
+class ActiveRows:
+    """A map known only at the active pixels of ``geom`` (rows in ``active`` order), all
+    that a reader of the active pixels needs; zeros elsewhere once materialised."""
+
+    def __init__(self, values, geom):
+        self.values, self.geom = values, geom
+        self.size = geom.size
+
+    def at_active(self, geom, start, stop):
+        assert geom is self.geom, 'active rows are read with the mask they were made with'
+        return self.values[start:stop]
+
+    def materialise(self):
+        rows = self.values.new_zeros(self.geom.numel, self.values.shape[1])
+        rows.index_copy_(0, self.geom.active, self.values)
+        return from_rows(rows, self.geom.batch, self.size)
 
 
 class SegmentEngine:
@@ -249,13 +310,6 @@ class SegmentEngine:
             z.add_(residual)
         return z.relu_() if relu else z
 
-    def _scatter(self, z_active, geom, channels, like):
-        """Full channels-last map, ``z_active`` at the active pixels and 0 elsewhere."""
-        z_rows = like.new_zeros(geom.numel, channels)
-        if z_active is not None and z_active.shape[0]:
-            z_rows.index_copy_(0, geom.active, z_active)
-        return from_rows(z_rows, geom.batch, geom.size)
-
     @staticmethod
     def _plain(x, folded, stride, padding, relu, residual):
         y = channels_last(F.conv2d(x, folded.weight, folded.inner, stride, padding))
@@ -273,9 +327,7 @@ class SegmentEngine:
         for i, step in enumerate(steps):
             if isinstance(step, tuple):
                 conv, bn, relu = step
-                nxt = steps[i + 1] if i + 1 < len(steps) else None
-                need = _need_before(nxt[0]) if isinstance(nxt, tuple) else 'full'
-                x = self.conv(conv, bn, x, relu=relu, need=need)
+                x = self.conv(conv, bn, x, relu=relu, need=_need_after(steps, i + 1, 'full'))
             else:
                 x = channels_last(step(x))
         return x
@@ -392,71 +444,65 @@ class SegmentEngine:
 
     def head(self, head, branches, need_out):
         """An exit head on the concatenated branches; returns N x classes x h x w logits,
-        right at the pixels ``need_out`` names ('active' or 'full')."""
-        state = LazyMap(branches, branches[0].shape[-2:])
-        state.resize(branches[0].shape[-2:])  # exit_input: branches upsampled to branch 0
-        full = None  # a computed map, once a layer produced one
-        compact = None  # rows at the active pixels of the current size, once produced
-        compact_geom = None  # the mask those rows belong to
-        steps = _conv_steps(list(_leaves(head)))
-        resume = 0  # steps before this one ran as part of a pointwise chain
-        for i, step in enumerate(steps):
-            if i < resume:
-                continue
-            if not isinstance(step, tuple):
-                if full is not None and (isinstance(step, (nn.AvgPool2d, nn.Upsample))):
-                    state, full = LazyMap([full], full.shape[-2:]), None
-                if full is None and compact is None and self._lazy_op(state, step):
-                    continue
-                full = channels_last(step(self._materialise(state, full, compact,
-                                                            compact_geom)))
-                compact = None
-                continue
-            conv, bn, relu = step
-            size = state.size if full is None and compact is None else \
-                (full.shape[-2:] if full is not None else compact_geom.size)
-            geom = self.geometry.mask(size) if isinstance(conv, MaskedConv2d) else None
-            if geom is not None and self._sparse_pointwise(step, geom):
-                # 1x1 convs at the active pixels only, reading their input there only.
-                resume = i + 1
-                while resume < len(steps) and self._sparse_pointwise(steps[resume], geom):
-                    resume += 1
-                nxt = steps[resume] if resume < len(steps) else None
-                need = need_out if nxt is None else (
-                    _need_before(nxt[0]) if isinstance(nxt, tuple) else 'full')
-                if compact is not None:
-                    rows_at = lambda start, stop, rows=compact: rows[start:stop]
-                elif full is not None:
-                    rows_at = lambda start, stop, rows=flat_rows(full): \
-                        rows.index_select(0, geom.active[start:stop])
-                else:
-                    rows_at = lambda start, stop, lazy=state: \
-                        lazy.rows(geom.active[start:stop])
-                chain = steps[i:resume]
-                z_active = self._pointwise_chain(chain, geom.active.numel(), rows_at)
-                conv, bn, relu = chain[-1]
-                folded = self.weights.get(conv, bn)
-                if need == 'active':
-                    compact = z_active if folded.outer is None else z_active.add_(folded.outer)
-                    compact = compact.relu_() if relu else compact
-                    compact_geom = geom
-                    full = None
-                else:
-                    full = self._assemble(conv, geom, z_active, folded, relu, None, need,
-                                          z_active)
-                    compact = None
-            else:
-                nxt = steps[i + 1] if i + 1 < len(steps) else None
-                need = need_out if nxt is None else (
-                    _need_before(nxt[0]) if isinstance(nxt, tuple) else 'full')
-                x = self._materialise(state, full, compact, compact_geom)
-                full, compact = self.conv(conv, bn, x, relu=relu, need=need), None
-        return self._materialise(state, full, compact, compact_geom).contiguous()
+        right at the pixels ``need_out`` names ('active' or 'full').
 
-    def _sparse_pointwise(self, step, geom):
-        """Is ``step`` a masked 1x1 convolution that runs sparse at ``geom``'s density?"""
+        The head's map is a ``LazyMap`` until a layer must compute it, then a ``FullMap``,
+        or ``ActiveRows`` after sparse 1x1 convolutions read only at the active pixels.
+        """
+        current = LazyMap(branches)  # exit_input: branches upsampled to branch 0's size
+        steps = _conv_steps(list(_leaves(head)))
+        i = 0
+        while i < len(steps):
+            step = steps[i]
+            if not isinstance(step, tuple):
+                current = self._head_module(step, current)
+                i += 1
+                continue
+            chain_end = i
+            while chain_end < len(steps) and self._sparse_pointwise(steps[chain_end],
+                                                                     current.size):
+                chain_end += 1
+            if chain_end > i:
+                current = self._head_chain(steps[i:chain_end], current,
+                                           _need_after(steps, chain_end, need_out))
+                i = chain_end
+            else:
+                conv, bn, relu = step
+                current = FullMap(self.conv(conv, bn, current.materialise(), relu=relu,
+                                            need=_need_after(steps, i + 1, need_out)))
+                i += 1
+        return current.materialise().contiguous()
+
+    @staticmethod
+    def _head_module(module, current):
+        """A head step other than a convolution: pooling and upsampling are recorded on a
+        lazy map, anything else runs on the computed map."""
+        if not isinstance(current, ActiveRows):
+            lazy = current if isinstance(current, LazyMap) else LazyMap([current.x])
+            if lazy.record(module):
+                return lazy
+        return FullMap(channels_last(module(current.materialise())))
+
+    def _sparse_pointwise(self, step, size):
+        """Is ``step`` a masked 1x1 convolution that runs sparse at ``size``'s mask?"""
         return isinstance(step, tuple) and isinstance(step[0], MaskedConv2d) and \
-            _conv_geometry(step[0]) == (1, 1, 0) and self.policy.sparse(step[0], geom.density)
+            _conv_geometry(step[0]) == (1, 1, 0) and \
+            self.policy.sparse(step[0], self.geometry.mask(size).density)
+
+    def _head_chain(self, chain, current, need):
+        """Sparse 1x1 convolutions ``chain`` on the head's map ``current``: ``ActiveRows``
+        when ``need`` is 'active', else a ``FullMap`` right where ``need`` says."""
+        geom = self.geometry.mask(current.size)
+        z_active = self._pointwise_chain(chain, geom.active.numel(),
+                                         lambda start, stop: current.at_active(geom, start, stop))
+        conv, bn, relu = chain[-1]
+        folded = self.weights.get(conv, bn)
+        if need != 'active':
+            return FullMap(self._assemble(conv, geom, z_active, folded, relu, None, need,
+                                          z_active))
+        if folded.outer is not None:
+            z_active.add_(folded.outer)
+        return ActiveRows(z_active.relu_() if relu else z_active, geom)
 
     def _pointwise_chain(self, chain, num_active, rows_at):
         """Consecutive 1x1 convolutions (conv, bn, relu) at the active pixels, each read
@@ -483,30 +529,6 @@ class SegmentEngine:
                     rows.relu_()
             out[start:stop] = rows_matmul(rows, folded[-1].matrix, folded[-1].inner)
         return out
-
-    @staticmethod
-    def _lazy_op(state, module):
-        """Record a pooling or upsampling on a lazy map; False if it is not one."""
-        if isinstance(module, nn.AvgPool2d) and module.kernel_size in (2, (2, 2)) \
-                and module.stride in (2, (2, 2)) and module.padding in (0, (0, 0)) \
-                and not module.ceil_mode:
-            state.pool2()
-            return True
-        if isinstance(module, nn.Upsample) and module.mode == 'bilinear' \
-                and not module.align_corners and module.size is None \
-                and module.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)):
-            state.resize((state.size[0] * 2, state.size[1] * 2))
-            return True
-        return False
-
-    def _materialise(self, state, full, compact, compact_geom):
-        """The head's current map as a full tensor (zeros where compact rows are absent)."""
-        if full is not None:
-            return full
-        if compact is not None:
-            return self._scatter(compact, compact_geom, compact.shape[1], compact)
-        return state.materialise()
-
 
 def run_segment(transition, stage, head, branches, masks, policy, need_out='active',
                 weights=None):
