@@ -375,3 +375,13 @@ def test_execution_key():
     assert tiny_model('adpc', 'MASK.EXECUTION', 'dense').execution == 'dense'
     with pytest.raises(ValueError, match='MASK.EXECUTION'):
         tiny_model('adpc', 'MASK.EXECUTION', 'fast')
+
+
+def test_calibration_reports_a_measured_density(capsys):
+    """``models.sparse.calibrate`` times both layers at each density and returns one of
+    them (or 0: sparse never faster)."""
+    from models.sparse.calibrate import break_even
+    found = break_even(3, 4, 4, 16, 16, densities=(0.2, 0.6), repeats=1)
+    assert found in (0.0, 0.2, 0.6)
+    printed = capsys.readouterr().out
+    assert 'density 0.2' in printed and 'density 0.6' in printed and 'sparse' in printed

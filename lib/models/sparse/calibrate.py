@@ -5,8 +5,12 @@ engine's sparse and dense layer at growing mask densities and reports the densit
 which sparse stops being faster. ``policy.CPU_BREAK_EVEN`` holds the figures measured
 this way on a 2-core CPU:
 
-    python -m models.sparse.calibrate    # from lib/, or with lib/ on sys.path
+    python -m models.sparse.calibrate [--device cuda] [--threads N]   # from lib/
+
+On another device the figures it prints are what a ``break_even`` dict of
+``ExecutionPolicy`` needs ('auto' runs every layer dense where none was measured).
 """
+import argparse
 import statistics
 import time
 
@@ -25,18 +29,21 @@ LAYERS = [(3, 48, 48, 128, 256), (3, 96, 96, 64, 128), (3, 192, 192, 32, 64),
 DENSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def _median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
+def _median_time(fn, repeats, device):
+    def timed():
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        if device.type == 'cuda':  # kernels run asynchronously
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    timed()
+    return statistics.median(timed() for _ in range(repeats))
 
 
 def break_even(kernel, c_in, c_out, h, w, densities=DENSITIES, repeats=5, device='cpu'):
     """Highest density at which the sparse layer is still faster than the dense one."""
+    device = torch.device(device)
     conv = MaskedConv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False,
                         slot=MaskSlot()).to(device)
     bn = nn.BatchNorm2d(c_out).to(device).eval()
@@ -51,7 +58,8 @@ def break_even(kernel, c_in, c_out, h, w, densities=DENSITIES, repeats=5, device
                 # One engine per density: a segment builds its geometry once for all its
                 # layers, so the per-layer comparison leaves that cost out.
                 engine = SegmentEngine(masks, policy)
-                t[mode] = _median_time(lambda: engine.conv(conv, bn, x, relu=True), repeats)
+                t[mode] = _median_time(lambda: engine.conv(conv, bn, x, relu=True), repeats,
+                                       device)
             if t['sparse'] < t['dense']:
                 best = d
             print(f'  k{kernel} {c_in}->{c_out} {h}x{w} density {d:.1f}: sparse '
@@ -60,10 +68,15 @@ def break_even(kernel, c_in, c_out, h, w, densities=DENSITIES, repeats=5, device
 
 
 def main():
-    torch.set_num_threads(torch.get_num_threads())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    parser.add_argument('--threads', type=int, help='torch CPU threads')
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for layer in LAYERS:
         print(f'break-even of k{layer[0]} {layer[1]}->{layer[2]} at {layer[3]}x{layer[4]}: '
-              f'{break_even(*layer):.1f}')
+              f'{break_even(*layer, device=args.device):.1f}')
 
 
 if __name__ == '__main__':
