@@ -2,13 +2,13 @@
 
 For representative masked layers (HRNet-W48 shapes at 512x1024 input) it times the
 engine's sparse and dense layer at growing mask densities and reports the density at
-which sparse stops being faster. ``policy.CPU_BREAK_EVEN`` holds the figures measured
+which sparse stops being faster. ``policy.BREAK_EVEN['cpu']`` holds the figures measured
 this way on a 2-core CPU:
 
     python -m models.sparse.calibrate [--device cuda] [--threads N]   # from lib/
 
-On another device the figures it prints are what a ``break_even`` dict of
-``ExecutionPolicy`` needs ('auto' runs every layer dense where none was measured).
+On another device type the figures it prints go into ``policy.BREAK_EVEN`` under that
+type ('auto' runs every layer dense on a device type with no entry).
 """
 import argparse
 import statistics

@@ -15,12 +15,15 @@ is non-zero), which does less work than 'dense'.
 
 EXECUTION_MODES = ('dense', 'sparse', 'auto')
 
-# (kernel size, up to this many output channels) -> density below which a sparse layer
-# beats the engine's dense layer; the first matching entry applies.
+# Per device type: (kernel size, up to this many output channels) -> density below which
+# a sparse layer beats the engine's dense layer; the first matching entry applies.
 # Each lies halfway between the last measured density where sparse was faster and the
-# first where it was not.
-CPU_BREAK_EVEN = {(3, 64): 0.55, (3, 128): 0.65, (3, 256): 0.75, (3, None): 0.85,
-                  (1, 256): 0.75, (1, None): 0.65}
+# first where it was not. A device type measured with ``models.sparse.calibrate`` gets
+# its own entry here.
+BREAK_EVEN = {
+    'cpu': {(3, 64): 0.55, (3, 128): 0.65, (3, 256): 0.75, (3, None): 0.85,
+            (1, 256): 0.75, (1, None): 0.65},
+}
 
 
 class ExecutionPolicy:
@@ -43,7 +46,7 @@ class ExecutionPolicy:
     @classmethod
     def for_device(cls, mode, device):
         """The policy of ``mode`` with the break-even densities measured for ``device``."""
-        return cls(mode, CPU_BREAK_EVEN if device.type == 'cpu' else None)
+        return cls(mode, BREAK_EVEN.get(device.type))
 
     def sparse(self, conv, density):
         """Run ``conv`` sparse at mask ``density``?"""
