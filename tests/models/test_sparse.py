@@ -1,4 +1,6 @@
 """Sparse execution of masked segments equals the dense masked network (MASK.EXECUTION)."""
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 import torch.nn as nn
@@ -239,6 +241,28 @@ def test_convolution_rows_in_blocks(monkeypatch, stride):
     matrix = weight.permute(0, 2, 3, 1).reshape(5, -1)
     got = conv_rows(flat_rows(channels_last(x)), taps, matrix, bias)
     assert close(got, flat_rows(channels_last(ref))[geom.active])
+
+
+def test_convolution_rows_reuse_block_memory_safely():
+    """Convolutions of other widths, in turn and from concurrent threads, each read only
+    what they gathered into the reused block memory."""
+    def case(channels, seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(1, channels, 40, 48, generator=g)
+        weight = torch.randn(7, channels, 3, 3, generator=g)
+        geom = MaskGeometry((torch.rand(1, 1, 40, 48, generator=g) < 0.5).float())
+        taps = ConvTaps(geom, (40, 48), 3, 1, 1)
+        matrix = weight.permute(0, 2, 3, 1).reshape(7, -1)
+        ref = flat_rows(channels_last(F.conv2d(x, weight, padding=1)))[geom.active]
+        return lambda: conv_rows(flat_rows(channels_last(x)), taps, matrix), ref
+
+    cases = [case(c, seed) for seed, c in enumerate((64, 3, 32, 5))]
+    for run, ref in cases:
+        assert close(run(), ref)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(lambda r=run: [r() for _ in range(5)]) for run, _ in cases]
+        for future, (_, ref) in zip(futures, cases):
+            assert all(close(got, ref) for got in future.result())
 
 
 @pytest.mark.parametrize('size,size_to', [((5, 7), (10, 14)), ((4, 6), (16, 24)),

@@ -8,6 +8,8 @@
 - ``rbf_fill_rows``: the RBF fill of ADP-C Sec. 3.3 at selected skipped pixels, as a
   sparse (CSR) product with the computed outputs.
 """
+import threading
+
 import torch
 import torch.nn.functional as F
 
@@ -64,6 +66,25 @@ def fold_batch_norm(conv, bn):
 # cost about as much as its GEMM at W48 sizes.
 ROW_BLOCK_BYTES = 2 << 20
 
+# CPU memory for the im2col blocks of ``conv_rows``, kept per thread (one per concurrent
+# inference) and reused by every convolution: a fresh block per convolution page-faults
+# on all its pages, about 15 MB of faults per W48 segment at 10% density. Every block is
+# written before it is read, so nothing carries from one call to the next. (CUDA's
+# caching allocator reuses memory by itself.)
+_cpu_blocks = threading.local()
+
+
+def _block(rows, channels, like):
+    """A rows x channels matrix of ``like``'s dtype and device, contents undefined."""
+    numel = rows * channels
+    if like.device.type != 'cpu':
+        return like.new_empty(rows, channels)
+    memory = getattr(_cpu_blocks, 'memory', None)
+    if memory is None or memory.numel() < numel or memory.dtype != like.dtype:
+        memory = like.new_empty(max(numel, ROW_BLOCK_BYTES // like.element_size()))
+        _cpu_blocks.memory = memory
+    return memory[:numel].view(rows, channels)
+
 
 def conv_rows(x_rows, taps, matrix, bias=None, out=None):
     """A convolution at its active output pixels: ``im2col(x) @ matrix^T (+ bias)``.
@@ -83,7 +104,7 @@ def conv_rows(x_rows, taps, matrix, bias=None, out=None):
         out = x_rows.new_empty(n, matrix.shape[0])
     step = max(1, n) if x_rows.device.type != 'cpu' else \
         max(64, ROW_BLOCK_BYTES // (area * channels * x_rows.element_size()))
-    block = x_rows.new_empty(min(n, step) * area, channels)
+    block = _block(min(n, step) * area, channels, x_rows)
     for start, stop, index, outside in taps.blocks(step):
         cols = torch.index_select(x_rows, 0, index, out=block[:index.numel()])
         if outside is not None:  # zero padding of the convolution
