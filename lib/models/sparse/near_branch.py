@@ -97,8 +97,8 @@ def _masked_conv(folded, rows, taps, near, num_rows):
     skipped = out[near.num_active:]
     if skipped.shape[0]:
         if folded.fill is not None and near.num_active:
-            skipped.copy_(rbf_fill_rows(near.fill, active, folded.fill, compact=True,
-                                        first=skipped.shape[0]))
+            rbf_fill_rows(near.fill, active, folded.fill, compact=True,
+                          first=skipped.shape[0], out=skipped)
         else:
             skipped.zero_()
     return out
