@@ -14,6 +14,7 @@ from models.masked_conv import MaskedConv2d, MaskSlot, rbf_kernel
 from models.model_anytime import exit_input
 from models.sparse import ExecutionPolicy, SegmentEngine, run_segment
 from models.sparse import kernels
+from models.sparse.calibrate import break_even
 from models.sparse.geometry import ConvTaps, MaskGeometry, resample_matrix
 from models.sparse.kernels import NEGLIGIBLE_FILL_WEIGHT, channels_last, conv_rows, \
     fill_kernel, flat_rows
@@ -404,7 +405,6 @@ def test_execution_key():
 def test_calibration_reports_a_measured_density(capsys):
     """``models.sparse.calibrate`` times both layers at each density and returns one of
     them (or 0: sparse never faster)."""
-    from models.sparse.calibrate import break_even
     found = break_even(3, 4, 4, 16, 16, densities=(0.2, 0.6), repeats=1)
     assert found in (0.0, 0.2, 0.6)
     printed = capsys.readouterr().out

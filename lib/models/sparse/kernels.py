@@ -68,9 +68,9 @@ ROW_BLOCK_BYTES = 2 << 20
 
 # CPU memory for the im2col blocks of ``conv_rows``, kept per thread (one per concurrent
 # inference) and reused by every convolution: a fresh block per convolution page-faults
-# on all its pages, about 15 MB of faults per W48 segment at 10% density. Every block is
-# written before it is read, so nothing carries from one call to the next. (CUDA's
-# caching allocator reuses memory by itself.)
+# on all its pages (about 15 MB of faults in W48's segment 2 at 10% density). Every
+# block is written before it is read, so nothing carries from one call to the next.
+# (CUDA's caching allocator reuses memory by itself.)
 _cpu_blocks = threading.local()
 
 
