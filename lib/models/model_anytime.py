@@ -10,6 +10,8 @@ copy aggregation keeps exit j's logits at the pixels it was confident about.
     outs = model(images)               # [out1, out2, out3, out4], logits at 1/4 size
     outs = model(images, stop_at=2)    # [out1, out2]; nothing after exit 2 runs
     for logits in model.iter_exits(images): ...   # exits as they come
+    state = model.first_exit(images)   # step by step, e.g. to decide before each segment
+    state = model.next_exit(state)     # state.exit == 2, state.logits
 """
 import itertools
 import logging
@@ -54,6 +56,17 @@ class StageSpec:
         if node.get('FUSE_METHOD', 'SUM') != 'SUM':
             raise ValueError(f"MODEL.EXTRA.{name}.FUSE_METHOD: only 'SUM' exists")
         return spec
+
+
+@dataclass(frozen=True)
+class ExitState:
+    """Where the network stands after exit ``exit`` (1..4): that exit's logits (N x
+    classes x H/4 x W/4, aggregated with the earlier exits) and the HRNet branches the
+    next segment starts from; ``sparse``: whether masked segments run sparse."""
+    exit: int
+    branches: list
+    logits: torch.Tensor
+    sparse: bool
 
 
 def exit_input(branches, detach=False):
@@ -179,6 +192,18 @@ class AnytimeHRNet(nn.Module):
         ``masks`` (benchmarks and tests only): three mask providers (``at(size)`` -> N x 1 x
         h x w) that replace the confidence masks of segments 1-3, to run masked models at
         chosen densities; ignored without MASK.USE."""
+        state = self.first_exit(x)
+        yield state.logits
+        while state.exit < NUM_EXITS:
+            state = self.next_exit(state, None if masks is None else masks[state.exit - 1])
+            yield state.logits
+
+    def first_exit(self, x):
+        """Stem, layer1 and exit 1 on ``x`` (N x 3 x H x W).
+
+        Returns:
+            ExitState: exit 1's logits and what :meth:`next_exit` continues from.
+        """
         sparse = self._runs_sparse()
         if sparse:  # the sparse engine works on channels-last maps: start in that layout
             x = x.contiguous(memory_format=torch.channels_last)
@@ -186,11 +211,33 @@ class AnytimeHRNet(nn.Module):
         x = self.relu(self.bn2(self.conv2(x)))  # N x 64 x H/4 x W/4
         branches = [self.layer1(x)]
         logits = self.exit1(exit_input(branches, detach=self.early_detach))
-        yield logits.contiguous() if sparse else logits
-        for j in range(1, NUM_EXITS):
-            branches, logits = self._run_segment(j, branches, logits, sparse,
-                                                 None if masks is None else masks[j - 1])
-            yield logits
+        return ExitState(1, branches, logits.contiguous() if sparse else logits, sparse)
+
+    def next_exit(self, state, masks=None):
+        """Run the segment after exit ``state.exit`` and return the next exit's state.
+
+        ``state`` is not modified, so the same state can be continued several times,
+        e.g. with the masks of different thresholds.
+
+        Args:
+            state (ExitState): from :meth:`first_exit` or a previous ``next_exit``.
+            masks: mask provider of this segment (``at(size)`` -> N x 1 x h x w), such as
+                ``ConfidenceMasks(state.logits, criterion, threshold)``; None: the
+                model's own confidence masks (see :meth:`segment_masks`). Ignored
+                without MASK.USE.
+        """
+        if state.exit >= NUM_EXITS:
+            raise ValueError(f'exit {state.exit} is the last one: nothing runs after it')
+        branches, logits = self._run_segment(state.exit, state.branches, state.logits,
+                                             state.sparse, masks)
+        return ExitState(state.exit + 1, branches, logits, state.sparse)
+
+    def segment_masks(self, logits):
+        """The confidence masks (MASK.CRIT, MASK.CONF_THRE / ENTROPY_THRE) that the
+        segment after an exit with these ``logits`` runs under; None without MASK.USE."""
+        if not self.use_masks:
+            return None
+        return ConfidenceMasks(logits, self.mask_criterion, self.mask_threshold)
 
     def _runs_sparse(self):
         """Masked segments go to the sparse engine: masked model, inference, no gradients,
@@ -206,7 +253,7 @@ class AnytimeHRNet(nn.Module):
         if not self.use_masks:
             masks = None
         elif masks is None:
-            masks = ConfidenceMasks(logits, self.mask_criterion, self.mask_threshold)
+            masks = self.segment_masks(logits)
         if sparse:
             # Inference: compute only where the masks are 1 (no gradients needed).
             branches, out = run_segment(

@@ -212,3 +212,25 @@ def test_iter_exits_runs_only_as_far_as_the_caller_reads():
     assert ran == [] and all(slot.masks is None for slot in model.mask_slots)
     full = model(x)
     assert torch.equal(first, full[0]) and torch.equal(second, full[1]) and ran == ['stage3']
+
+
+@pytest.mark.parametrize('execution', ['dense', 'sparse'])
+def test_next_exit_continues_one_state_under_several_thresholds(execution):
+    """The threshold sweep runs exit 1 once and continues it with each threshold's masks:
+    each continuation equals a fresh forward at that threshold."""
+    from models.confidence import ConfidenceMasks
+    x = torch.randn(1, 3, 64, 64)
+    model = mixed_mask_model('adpc', x)
+    model.execution = execution
+    median = model.mask_threshold
+    with torch.no_grad():
+        start = model.first_exit(x)
+        for t in (median * 0.9, median, 1.0):
+            state, got = start, [start.logits]
+            while state.exit < 4:
+                state = model.next_exit(state, ConfidenceMasks(state.logits, 'conf_thre', t))
+                got.append(state.logits)
+            fresh = copy.deepcopy(model)
+            fresh.mask_threshold = t
+            for a, b in zip(got, fresh(x)):
+                assert torch.allclose(a, b, atol=1e-6)
