@@ -66,6 +66,33 @@ def test_test_split_has_ignore_labels_only(synthetic_root):
         Cityscapes(synthetic_root, TEST, train=True)
 
 
+@pytest.mark.parametrize('ignore_label', [-1, 100])
+def test_ignore_label_marks_void_pixels_of_labelled_images(synthetic_root, ignore_label):
+    dataset = Cityscapes(synthetic_root, VAL, train=False, ignore_label=ignore_label)
+    void = 0
+    for (_, label_path), (_, label, _) in zip(listed(synthetic_root, VAL), dataset):
+        label_ids = cv2.imread(os.path.join(synthetic_root, 'cityscapes', label_path),
+                               cv2.IMREAD_GRAYSCALE)
+        expected = np.where(np.isin(label_ids, [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24,
+                                                25, 26, 27, 28, 31, 32, 33]),
+                            label.numpy(), ignore_label)
+        assert torch.equal(label, torch.from_numpy(expected))
+        assert 255 not in label
+        void += int((label == ignore_label).sum())
+    assert void > 0  # the synthetic labels have void pixels
+
+
+def test_ignore_label_fills_the_padding_of_training_crops(synthetic_root):
+    # Scale 0.5 (scale_factor 0) of base size 96 makes the 96 x 48 images 48 x 24, so a
+    # 80 x 40 crop is the image padded at the bottom and the right.
+    dataset = Cityscapes(synthetic_root, TRAIN, train=True, base_size=96, crop_size=(40, 80),
+                         scale_factor=0, flip=False, ignore_label=100)
+    _, label, _ = dataset[0]
+    assert label.shape == (40, 80)
+    assert torch.all(label[24:] == 100) and torch.all(label[:, 48:] == 100)
+    assert label[:24, :48].lt(19).float().mean() > 0.5 and 255 not in label
+
+
 def test_num_samples_and_dataloader_batches(synthetic_root):
     dataset = Cityscapes(synthetic_root, TRAIN, train=True, num_samples=2, base_size=96,
                          crop_size=(16, 32))

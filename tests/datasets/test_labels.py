@@ -1,12 +1,20 @@
 import numpy as np
 import pytest
 
-from datasets.labels import (CITYSCAPES_CLASS_WEIGHTS, CLASS_NAMES, label_ids_to_train_ids,
-                             train_ids_to_label_ids)
+from datasets.labels import (CITYSCAPES_CLASS_WEIGHTS, CITYSCAPES_CLASSES, CLASS_NAMES,
+                             label_ids_to_train_ids, train_ids_to_label_ids)
 
 # The contract of the ADP-C spec, section 4, written out independently of the code.
 SPEC_MAPPING = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
                 23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+# The evaluated classes of the Cityscapes label definitions (cityscapesScripts,
+# helpers/labels.py) as (name, labelId, trainId).
+CITYSCAPES_LABELS = [
+    ('road', 7, 0), ('sidewalk', 8, 1), ('building', 11, 2), ('wall', 12, 3),
+    ('fence', 13, 4), ('pole', 17, 5), ('traffic light', 19, 6), ('traffic sign', 20, 7),
+    ('vegetation', 21, 8), ('terrain', 22, 9), ('sky', 23, 10), ('person', 24, 11),
+    ('rider', 25, 12), ('car', 26, 13), ('truck', 27, 14), ('bus', 28, 15),
+    ('train', 31, 16), ('motorcycle', 32, 17), ('bicycle', 33, 18)]
 SPEC_IGNORED = [-1, 0, 1, 2, 3, 4, 5, 6, 9, 10, 14, 15, 16, 18, 29, 30]
 
 
@@ -50,3 +58,12 @@ def test_class_weights_and_names_follow_the_spec():
          0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507])
     assert all(isinstance(weight, float) for weight in CITYSCAPES_CLASS_WEIGHTS)
     assert len(CLASS_NAMES) == 19 and CLASS_NAMES[0] == 'road' and CLASS_NAMES[-1] == 'bicycle'
+
+
+def test_class_table_follows_the_cityscapes_label_definitions():
+    by_train_id = sorted(CITYSCAPES_LABELS, key=lambda label: label[2])
+    assert [train_id for _, _, train_id in by_train_id] == list(range(19))
+    assert CLASS_NAMES == tuple(name for name, _, _ in by_train_id)
+    assert CITYSCAPES_CLASSES == tuple((name, label_id) for name, label_id, _ in by_train_id)
+    for name, label_id, train_id in CITYSCAPES_LABELS:
+        assert label_ids_to_train_ids(np.array([label_id], dtype=np.uint8))[0] == train_id, name

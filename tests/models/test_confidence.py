@@ -63,3 +63,10 @@ def test_copy_aggregation_keeps_confident_pixels_of_previous_exit():
 def test_copy_aggregation_rejects_different_sizes():
     with pytest.raises(ValueError, match='multiples of 32'):
         copy_aggregate(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 3), torch.ones(1, 1, 4, 4))
+
+
+def test_uniform_pixels_at_the_threshold_are_computed():
+    # Equal logits over 4 classes: every top probability is exactly 0.25 in float32.
+    masks = ConfidenceMasks(torch.zeros(1, 4, 3, 3), 'conf_thre', 0.25)
+    assert torch.all(masks.at((3, 3)) == 1)
+    assert torch.all(ConfidenceMasks(torch.zeros(1, 4, 3, 3), 'conf_thre', 0.2499).at((3, 3)) == 0)

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from models.confidence import ConfidenceMasks
-from models.masked_conv import MaskedConv2d, MaskSlot, squared_distances
+from models.masked_conv import MaskedConv2d, MaskSlot, rbf_kernel, squared_distances
 
 
 class FixedMasks:
@@ -116,3 +116,13 @@ def test_lambda_learns_through_the_fill():
     masked(torch.randn(1, 3, 6, 6)).pow(2).sum().backward()
     assert masked.Lambda.grad is not None and masked.Lambda.grad.abs() > 0
     assert masked.weight.grad.abs().sum() > 0
+
+
+def test_rbf_kernel_sums_to_its_mass_over_mass_plus_epsilon():
+    # At the initial Lambda 3 the window's mass is about 4 exp(-9) = 4.94e-4 (the four
+    # nearest neighbours), so the 1e-5 of the normaliser leaves the kernel summing to
+    # 4.94e-4 / (4.94e-4 + 1e-5) = 0.980, not 1: fills are pulled slightly towards 0.
+    assert rbf_kernel(torch.tensor(3.0), squared_distances()).sum().item() == \
+        pytest.approx(0.9801, abs=2e-4)
+    # A sharp kernel (Lambda 6: mass 4 exp(-36) ~ 1e-15) fills with almost nothing.
+    assert rbf_kernel(torch.tensor(6.0), squared_distances()).sum().item() < 1e-8
