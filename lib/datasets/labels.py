@@ -92,3 +92,32 @@ def train_ids_to_label_ids(train_ids, unknown_label_id=0):
     for train_id, (_, label_id) in enumerate(CITYSCAPES_CLASSES):
         label_ids[train_ids == train_id] = label_id
     return label_ids
+
+# RGB colour of each trainId (trainId order), as in the Cityscapes scripts' labels.py.
+CITYSCAPES_PALETTE = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
+    (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+
+
+def colorize(train_ids, ignore_mask=None):
+    """RGB picture of a trainId map in the Cityscapes palette.
+
+    Args:
+        train_ids (np.ndarray): H×W integer trainIds; values outside 0…18 are black.
+        ignore_mask (np.ndarray or None): H×W bool, pixels painted black (e.g. where
+            the ground truth is the ignore label).
+
+    Returns:
+        np.ndarray: H×W×3 ``uint8`` RGB.
+    """
+    train_ids = np.asarray(train_ids)
+    lookup = np.zeros((256, 3), dtype=np.uint8)
+    lookup[:len(CITYSCAPES_PALETTE)] = CITYSCAPES_PALETTE
+    inside = (train_ids >= 0) & (train_ids < 256)
+    rgb = lookup[np.where(inside, train_ids, 255).astype(np.int64)]
+    if ignore_mask is not None:
+        rgb[ignore_mask] = 0
+    return rgb

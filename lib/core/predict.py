@@ -1,0 +1,142 @@
+"""Running a trained (or randomly initialised) anytime network on image files: the model
+of a config, images read and padded for it, and predictions written as PNGs.
+
+Used by ``tools/predict.py`` and ``tools/visualize.py``.
+"""
+import logging
+import os
+import time
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import models
+from datasets.labels import colorize, label_ids_to_train_ids, train_ids_to_label_ids
+from datasets.transforms import normalize
+from utils.checkpoint import load_model_weights
+from utils.errors import DataError
+from .anytime import AnytimePredictor
+from .latency import LatencyProfile, finish, sync
+from .testing import RUN_CONFIG, FINAL_STATE
+
+logger = logging.getLogger(__name__)
+
+SIZE_MULTIPLE = 32  # flex heads pool by 8 at 1/4 resolution
+
+
+def load_model(cfg, cfg_path, device):
+    """The network of ``cfg`` in eval mode on ``device``, with TEST.MODEL_FILE's weights,
+    a run's ``final_state.pth`` for ``--cfg <run dir>/config.yaml``, or random weights
+    (a warning) when neither is given.
+
+    Returns:
+        tuple[AnytimeHRNet, str]: the model and where its weights came from.
+    """
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.PRETRAINED = ''  # the checkpoint replaces every weight
+    cfg.freeze()
+    model = models.get_seg_model(cfg)
+    weights = cfg.TEST.MODEL_FILE
+    if not weights and os.path.basename(cfg_path) == RUN_CONFIG:
+        weights = os.path.join(os.path.dirname(os.path.abspath(cfg_path)), FINAL_STATE)
+    if weights:
+        load_model_weights(model, weights)
+    else:
+        weights = 'random initialisation'
+        logger.warning('no TEST.MODEL_FILE: the model has random weights')
+    return model.to(device).eval(), weights
+
+
+def read_image(path):
+    """A BGR image file as (normalised 3 x H x W tensor, H x W x 3 uint8 RGB).
+
+    Raises:
+        DataError: the file is missing or not an image.
+    """
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DataError(f'{path}: ' + ('no such file' if not os.path.isfile(path)
+                                       else 'OpenCV cannot read it as an image'))
+    return torch.from_numpy(normalize(bgr)), np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def cityscapes_label(image_path, ignore_label):
+    """The trainIds of a Cityscapes image's ``gtFine_labelIds`` file, when it exists next
+    to it in the usual layout (``leftImg8bit/...`` -> ``gtFine/...``); else None."""
+    path = image_path.replace('leftImg8bit', 'gtFine', 1) \
+        .replace('_leftImg8bit.png', '_gtFine_labelIds.png')
+    if path == image_path or not os.path.isfile(path):
+        return None
+    return label_ids_to_train_ids(cv2.imread(path, cv2.IMREAD_GRAYSCALE), ignore_label)
+
+
+def pad_to_multiple(image, multiple=SIZE_MULTIPLE):
+    """Zero-pad (the normalised mean) a ... x H x W tensor at the bottom and right to
+    multiples of ``multiple``; the caller crops the prediction back to H x W."""
+    h, w = image.shape[-2:]
+    return F.pad(image, (0, -w % multiple, 0, -h % multiple))
+
+
+def write_prediction(labels, out_dir, name):
+    """Write H x W trainIds as ``<name>_color.png`` (Cityscapes palette) and
+    ``<name>_labelIds.png`` (Cityscapes labelIds). Returns the two paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    color = os.path.join(out_dir, f'{name}_color.png')
+    ids = os.path.join(out_dir, f'{name}_labelIds.png')
+    cv2.imwrite(color, colorize(labels)[:, :, ::-1])
+    cv2.imwrite(ids, train_ids_to_label_ids(labels))
+    return color, ids
+
+
+def predict_files(model, paths, out_dir, device, budget_ms=None, profile_path=None, log=print):
+    """Predict every image of ``paths`` within ``budget_ms`` and write its PNGs.
+
+    Without a profile, every exit runs (a budget needs a profile measured on this machine
+    at the padded input size, see ``tools/profile_latency.py``).
+
+    Args:
+        model (AnytimeHRNet): in eval mode on ``device``.
+        paths (list[str]): image files.
+        out_dir (str): where the PNGs go.
+        device (torch.device): the model's device.
+        budget_ms (float or None): time budget per image.
+        profile_path (str or None): latency profile for the budget.
+        log (callable): prints one line per image.
+
+    Returns:
+        list[dict]: per image: ``image``, ``exit``, ``elapsed_ms``, ``color``, ``labelIds``.
+    """
+    if budget_ms is not None and profile_path is None:
+        raise DataError('--budget-ms needs --profile: measure one for this model, input size '
+                        'and machine with tools/profile_latency.py --out profile.json')
+    profile = LatencyProfile.load(profile_path) if profile_path else None
+    rows = []
+    for path in paths:
+        image, _ = read_image(path)
+        h, w = image.shape[-2:]
+        x = pad_to_multiple(image)[None].to(device)
+        if profile is None:
+            start = time.perf_counter()
+            with torch.no_grad():
+                _, labels = finish(model(x)[-1], x.shape[-2:])
+            sync(device)
+            exit_, elapsed = 4, (time.perf_counter() - start) * 1000
+        else:
+            result = AnytimePredictor(model, profile)(x, budget_ms)
+            exit_, labels, elapsed = result.exit, result.labels, result.elapsed_ms
+        name = os.path.splitext(os.path.basename(path))[0]
+        if labels is None:
+            log(f'{path}: no exit fits in {budget_ms} ms (exit 1 alone needs about '
+                f'{profile.exit_ms()[0]:.0f} ms); nothing written')
+            rows.append({'image': path, 'exit': 0, 'elapsed_ms': elapsed})
+            continue
+        color, ids = write_prediction(labels[0, :h, :w].cpu().numpy(), out_dir, name)
+        log(f'{path}: exit {exit_} in {elapsed:.1f} ms'
+            + (f' (budget {budget_ms:g} ms)' if budget_ms is not None else '')
+            + f' -> {color}, {ids}')
+        rows.append({'image': path, 'exit': exit_, 'elapsed_ms': elapsed, 'color': color,
+                     'labelIds': ids})
+    return rows

@@ -1,0 +1,50 @@
+"""Segment image files with an anytime network, optionally within a time budget.
+
+    python tools/predict.py --cfg <run dir>/config.yaml --image a.png b.png --out pred/
+    python tools/predict.py --cfg experiments/cityscapes/w48_adpc.yaml TEST.MODEL_FILE adpc.pth \
+        --image frankfurt_000000_000294_leftImg8bit.png --budget-ms 1500 \
+        --profile w48_profile.json --out pred/
+
+For each image it writes ``<name>_color.png`` (Cityscapes palette) and
+``<name>_labelIds.png`` (Cityscapes labelIds) and prints the exit reached and the time
+taken. ``--budget-ms`` stops before a segment that the latency profile (measured on this
+machine by tools/profile_latency.py, at the input size padded to a multiple of 32) says
+will not fit.
+"""
+import argparse
+import logging
+
+import _init_paths  # noqa: F401
+import torch
+
+from config import config, update_config
+from core.predict import load_model, predict_files
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--cfg', required=True, help="experiment YAML, or a run's config.yaml")
+    parser.add_argument('--image', nargs='+', required=True, help='image files')
+    parser.add_argument('--out', required=True, help='folder of the PNGs')
+    parser.add_argument('--budget-ms', type=float, help='time budget per image')
+    parser.add_argument('--profile', help='latency profile (tools/profile_latency.py)')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--threads', type=int, help='torch CPU threads (as in the profile)')
+    parser.add_argument('opts', nargs=argparse.REMAINDER, help='KEY VALUE config overrides')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    args = parse_args(argv)
+    cfg = update_config(config, args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model, weights = load_model(cfg, args.cfg, device)
+    print(f'{args.cfg}, weights: {weights}, {device}, {torch.get_num_threads()} threads')
+    predict_files(model, args.image, args.out, device, args.budget_ms, args.profile)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,50 @@
+"""Draw one PNG panel per image: input, ground truth, every exit's prediction, every
+segment's mask, the confidence of exits 1-3 and each exit's errors.
+
+    python tools/visualize.py --cfg <run dir>/config.yaml --num 4 --out panels/
+    python tools/visualize.py --cfg experiments/cityscapes/w48_adpc.yaml \
+        TEST.MODEL_FILE adpc.pth --images a_leftImg8bit.png b.png --out panels/
+
+``--num N`` takes the first N images of DATASET.TEST_SET (with their labels); ``--images``
+takes files (with their Cityscapes gtFine labelIds when they lie in the usual layout).
+Without TEST.MODEL_FILE (or a run's config.yaml) the weights are random.
+"""
+import argparse
+import logging
+
+import _init_paths  # noqa: F401
+import torch
+
+import datasets
+from config import config, update_config
+from core.predict import load_model
+from core.visualize import panels_of_dataset, panels_of_files
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--cfg', required=True, help="experiment YAML, or a run's config.yaml")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--images', nargs='+', help='image files')
+    source.add_argument('--num', type=int, help='first N images of DATASET.TEST_SET')
+    parser.add_argument('--out', required=True, help='folder of the panels')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('opts', nargs=argparse.REMAINDER, help='KEY VALUE config overrides')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    args = parse_args(argv)
+    cfg = update_config(config, args)
+    model, weights = load_model(cfg, args.cfg, torch.device(args.device))
+    print(f'{args.cfg}, weights: {weights}')
+    if args.images:
+        panels_of_files(model, args.images, args.out, cfg.TRAIN.IGNORE_LABEL)
+    else:
+        dataset = datasets.build_dataset(cfg, cfg.DATASET.TEST_SET, train=False)
+        panels_of_dataset(model, dataset, args.out, args.num, cfg.TRAIN.IGNORE_LABEL)
+
+
+if __name__ == '__main__':
+    main()
