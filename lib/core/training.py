@@ -16,7 +16,9 @@ import torch
 import datasets
 import models
 from datasets.cityscapes import CITYSCAPES_CLASS_WEIGHTS
+from utils.checkpoint import read_checkpoint
 from utils.distributed import barrier, broadcast_buffers, unwrap, wrap_model
+from utils.errors import CheckpointError
 from utils.io import atomic_torch_save, atomic_write_text, run_directory, tensorboard_directory
 from utils.logger import setup_logger, tensorboard_writer
 from utils.runtime import apply_cudnn, seed_everything
@@ -127,8 +129,9 @@ def save_checkpoint(path, state, full_model, optimizer):
         full_model (FullModel): the unwrapped training module.
         optimizer (torch.optim.Optimizer): its optimiser.
     """
-    atomic_torch_save({'epoch': state.epoch, 'iteration': state.iteration,
-                       'best_mIoU': state.best_miou, 'state_dict': full_model.state_dict(),
+    # Plain Python numbers, so that the file loads with torch.load(weights_only=True).
+    atomic_torch_save({'epoch': int(state.epoch), 'iteration': int(state.iteration),
+                       'best_mIoU': float(state.best_miou), 'state_dict': full_model.state_dict(),
                        'optimizer': optimizer.state_dict()}, path)
 
 
@@ -143,19 +146,24 @@ def load_checkpoint(path, full_model, optimizer=None):
     Returns:
         TrainState: the progress stored in the checkpoint.
     """
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    checkpoint = read_checkpoint(path)
+    missing = [k for k in ('epoch', 'best_mIoU', 'state_dict', 'optimizer')
+               if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        raise CheckpointError(f'{path} is no checkpoint of a training run (it lacks '
+                              f"{', '.join(missing)}): move it away, or choose another OUTPUT_DIR")
     fix = (f'it was written by a run with another configuration: move it away, choose '
            f'another OUTPUT_DIR, or set AUTO_RESUME False to start afresh (overwriting it)')
     try:
         full_model.load_state_dict(checkpoint['state_dict'])
     except RuntimeError as e:
-        raise RuntimeError(f'{path} does not fit the model of this run; {fix}.\n{e}') from None
+        raise CheckpointError(f'{path} does not fit the model of this run; {fix}.\n{e}') from None
     if optimizer is not None:
         try:
             optimizer.load_state_dict(checkpoint['optimizer'])
         except ValueError as e:
-            raise ValueError(f'the optimiser state in {path} does not fit this run (were '
-                             f'TRAIN.EE_ONLY/ALLE_ONLY changed?); {fix}.\n{e}') from None
+            raise CheckpointError(f'the optimiser state in {path} does not fit this run (were '
+                                  f'TRAIN.EE_ONLY/ALLE_ONLY changed?); {fix}.\n{e}') from None
     return TrainState(epoch=int(checkpoint['epoch']),
                       iteration=int(checkpoint.get('iteration', 0)),
                       best_miou=float(checkpoint['best_mIoU']))

@@ -1,34 +1,82 @@
 """Reading model weights: released checkpoints (strict) and ImageNet initialisation.
 
+Checkpoints are untrusted data: they are downloaded and shared, and unpickling a file
+can run any code it holds. So every file is read with ``torch.load(weights_only=True)``
+(tensors, numbers, strings, lists and dicts only) and refused otherwise;
+``tools/convert_checkpoint.py --trust`` rewrites a trusted file of another format once.
+
 Checkpoints of the original release hold the training wrapper's state dict: the model's
 keys prefixed with ``model.`` plus ``loss.criterion.weight``. Bare model state dicts and
 ``checkpoint.pth.tar`` files (``{'state_dict': ..., ...}``) load too.
 """
+import glob
 import logging
 import os
 import pickle
+import re
 
 import torch
+import yaml
+
+from .errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
 
 WRAPPER_PREFIXES = ('module.', 'model.')  # DistributedDataParallel, then the training wrapper
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXPERIMENTS = os.path.join(ROOT, 'experiments')
+ZIP_MAGIC = b'PK'  # torch.save's format since PyTorch 1.6
+PICKLE_MAGIC = b'\x80'  # a pickle (protocol 2 or later): torch.save's legacy format
 
 
-class CheckpointMismatchError(RuntimeError):
+class UnsafeCheckpointError(CheckpointError):
+    """A file holds Python objects beyond tensors, which only full unpickling reads."""
+
+
+class CheckpointMismatchError(CheckpointError):
     """A checkpoint does not fit the model built from the config."""
 
 
-def read_checkpoint(path):
-    """``torch.load`` on the CPU, tensors only where the file allows it."""
+def _describe_file(path, key):
+    return f'{key} {path}' if key else path
+
+
+def read_checkpoint(path, key=None):
+    """``torch.load(path, weights_only=True)`` on the CPU; never full unpickling.
+
+    Args:
+        path (str): a checkpoint or weights file.
+        key (str or None): the config key that named the file (e.g. 'MODEL.PRETRAINED'),
+            for messages.
+    Raises:
+        UnsafeCheckpointError: the file holds Python objects beyond tensors.
+        CheckpointError: the file is missing, empty, damaged or no checkpoint at all.
+    """
+    name = _describe_file(path, key)
+    if os.path.isdir(path):
+        raise CheckpointError(f'{name} is a directory: give the checkpoint file in it')
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
+        raise CheckpointError(f'{name} does not exist: check the path')
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    if not head.startswith((ZIP_MAGIC, PICKLE_MAGIC)):
+        shown = f'it starts with {head!r}' if head else 'it is empty'
+        raise CheckpointError(f'{name} is not a PyTorch checkpoint ({shown}): give a .pth file '
+                              'written by torch.save, e.g. by training or a release')
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError:
-        logger.warning('%s holds more than tensors; loading it with weights_only=False '
-                       '(only do this with files you trust)', path)
-        return torch.load(path, map_location='cpu', weights_only=False)
+    except pickle.UnpicklingError as e:
+        found = re.search(r'GLOBAL (\S+)', str(e))
+        what = f' ({found.group(1)})' if found else ''
+        stem, ext = os.path.splitext(path)
+        raise UnsafeCheckpointError(
+            f'{name} holds Python objects beyond tensors{what}, and loading them could run '
+            'code, so it is refused. If you trust the file, convert it once: python '
+            f'tools/convert_checkpoint.py {path} {stem}_weights{ext or ".pth"} --trust') from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:
+        reason = str(e).split('. ')[0] or type(e).__name__
+        raise CheckpointError(f'{name} is truncated or damaged ({reason}): copy or download '
+                              'it again') from None
 
 
 def model_state(checkpoint):
@@ -64,53 +112,133 @@ def variant_name(desc):
 
 
 def config_fix(found, built):
-    """Command-line overrides that turn the built model's config into the file's."""
+    """Command-line overrides that turn a config of variant ``built`` into one of
+    ``found`` (both from :func:`describe_variant`), for models of the same width."""
     fix = []
-    if found['width'] != built['width']:
-        fix.append(f"a config of width {found['width']} (e.g. "
-                   f"experiments/cityscapes/w{found['width']}.yaml)")
     if found['flex'] != built['flex'] or (found['flex'] and
                                           found['inter_channel'] != built['inter_channel']):
         fix.append(f"EXIT.TYPE flex EXIT.INTER_CHANNEL {found['inter_channel']}"
                    if found['flex'] else 'EXIT.TYPE original')
     if found['masked'] != built['masked']:
-        fix.append('MASK.USE True MASK.CONF_THRE 0.998' if found['masked'] else 'MASK.USE False')
+        fix.append(f"MASK.USE {found['masked']}")
     if found['num_classes'] != built['num_classes']:
         fix.append(f"DATASET.NUM_CLASSES {found['num_classes']}")
     return fix
 
 
-def load_model_weights(model, source):
+def _merge_dicts(base, over):
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge_dicts(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def _read_experiment(path):
+    with open(path) as f:
+        node = yaml.safe_load(f) or {}
+    base = node.pop('_BASE_', None)
+    return _merge_dicts(_read_experiment(os.path.join(os.path.dirname(path), base)) if base else {},
+                        node)
+
+
+def experiment_variants(folder=EXPERIMENTS):
+    """The variant (as :func:`describe_variant` gives it) of every experiment file under
+    ``folder`` that declares its architecture, exit heads, masks and classes.
+
+    Returns:
+        list[tuple[str, dict]]: (path relative to the repository, variant), sorted by path.
+    """
+    variants = []
+    for path in sorted(glob.glob(os.path.join(folder, '**', '*.yaml'), recursive=True)):
+        try:
+            node = _read_experiment(path)
+            flex = node['EXIT']['TYPE'] == 'flex'
+            variants.append((os.path.relpath(path, ROOT), {
+                'width': node['MODEL']['EXTRA']['STAGE2']['NUM_CHANNELS'][0], 'flex': flex,
+                'inter_channel': node['EXIT']['INTER_CHANNEL'] if flex else None,
+                'masked': bool(node['MASK']['USE']), 'num_classes': node['DATASET']['NUM_CLASSES']}))
+        except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError):
+            continue  # a partial or unreadable file: its variant is unknown
+    return variants
+
+
+def config_advice(found, built):
+    """What to change so that the config builds the model of a checkpoint: overrides for
+    the same width, else an existing experiment file of the checkpoint's width.
+
+    Args:
+        found (dict): the checkpoint's variant (:func:`describe_variant`).
+        built (dict): the variant of the model built from the config.
+    """
+    if found['width'] == built['width']:
+        fix = config_fix(found, built)
+        if not fix:
+            return 'its MODEL.EXTRA differs from the config: use the config it was trained with'
+        advice = 'add to the command line: ' + ' '.join(fix)
+    else:
+        candidates = [(p, v) for p, v in experiment_variants() if v['width'] == found['width']]
+        exact = [p for p, v in candidates if v == found]
+        if exact:
+            advice = f'use --cfg {exact[0]}'
+        elif candidates:
+            path, variant = min(candidates, key=lambda c: sum(found[k] != c[1][k] for k in found))
+            advice = f'use --cfg {path} and add ' + ' '.join(config_fix(found, variant))
+        else:
+            return (f"no file in experiments/ builds width {found['width']}: use a config whose "
+                    f"MODEL.EXTRA.STAGE2-4 NUM_CHANNELS start with {found['width']}")
+    if found['masked']:
+        # A checkpoint does not record the threshold: never guess one.
+        advice += ', with the MASK.CONF_THRE the model was trained with'
+    return advice
+
+
+def _mismatch_lines(state, expected):
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [f'{k}: file {tuple(state[k].shape)}, model {tuple(expected[k].shape)}'
+                  for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
+    lines = []
+    for title, items in (('missing keys', missing), ('unexpected keys', unexpected),
+                         ('shape mismatches', mismatched)):
+        if items:
+            shown = ', '.join(items[:10]) + (f', ... ({len(items)} in all)' if len(items) > 10 else '')
+            lines.append(f'  {title}: {shown}')
+    return lines
+
+
+def _tensors(state, name):
+    """``state`` itself, once it is known to be a dict of tensors."""
+    if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise CheckpointError(f'{name} holds no state dict (a dict of tensors): give the .pth '
+                              'file of a model')
+    return state
+
+
+def load_model_weights(model, source, key=None):
     """Load a checkpoint into ``model`` strictly.
 
     Args:
         model (nn.Module): the network built from the config.
         source (str | dict): a checkpoint path or an already loaded checkpoint.
+        key (str or None): the config key that named the path (e.g. 'TEST.MODEL_FILE').
     Raises:
+        CheckpointError: the file is missing, unsafe or damaged (see :func:`read_checkpoint`).
         CheckpointMismatchError: listing missing keys, unexpected keys and shape
-            mismatches, and which variant the file looks like with the overrides to use.
+            mismatches, and which variant the file looks like with the fix to use.
     """
-    name = source if isinstance(source, str) else 'checkpoint'
-    state = model_state(read_checkpoint(source) if isinstance(source, str) else source)
+    name = _describe_file(source, key) if isinstance(source, str) else 'checkpoint'
+    checkpoint = read_checkpoint(source, key) if isinstance(source, str) else source
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f'{name} holds a {type(checkpoint).__name__}, not a checkpoint')
+    state = _tensors(model_state(checkpoint), name)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [f'{k}: file {tuple(state[k].shape)}, model {tuple(expected[k].shape)}'
-                  for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
+    lines = _mismatch_lines(state, expected)
+    if lines:
         found, built = describe_variant(state), describe_variant(expected)
-        lines = [f'{name} does not fit the model built from the config:']
-        for title, items in (('missing keys', missing), ('unexpected keys', unexpected),
-                             ('shape mismatches', mismatched)):
-            if items:
-                shown = ', '.join(items[:10]) + (f', ... ({len(items)} in all)' if len(items) > 10 else '')
-                lines.append(f'  {title}: {shown}')
-        lines.append(f'  this is a {variant_name(found)} checkpoint; the config builds a '
-                     f'{variant_name(built)} model')
-        fix = config_fix(found, built)
-        if fix:
-            lines.append('  add: ' + '; '.join(fix))
-        raise CheckpointMismatchError('\n'.join(lines))
+        raise CheckpointMismatchError('\n'.join(
+            [f'{name} does not fit the model built from the config:'] + lines +
+            [f'  this is a {variant_name(found)} checkpoint; the config builds a '
+             f'{variant_name(built)} model', '  fix: ' + config_advice(found, built)]))
     model.load_state_dict(state, strict=True)
     logger.info('loaded %d tensors from %s (%s)', len(state), name,
                 variant_name(describe_variant(state)))
@@ -123,13 +251,16 @@ def load_pretrained(model, path, load_stage=0):
     prefix and skips the exit heads; 2 strips the prefix and takes everything that
     matches. Keys the model lacks (e.g. the ImageNet classifier) are skipped and counted.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'MODEL.PRETRAINED file not found: {path} (set MODEL.PRETRAINED '
-                                f"'' for a random initialisation)")
     if load_stage not in (0, 1, 2):
-        raise ValueError(f'MODEL.LOAD_STAGE must be 0, 1 or 2, got {load_stage}')
-    state = read_checkpoint(path)
-    state = state.get('state_dict', state)
+        raise ConfigError(f'MODEL.LOAD_STAGE must be 0, 1 or 2, got {load_stage}')
+    if not os.path.isfile(path):
+        raise CheckpointError(f'MODEL.PRETRAINED file not found: {path} (set MODEL.PRETRAINED '
+                              f"'' for a random initialisation)")
+    name = _describe_file(path, 'MODEL.PRETRAINED')
+    checkpoint = read_checkpoint(path, 'MODEL.PRETRAINED')
+    if isinstance(checkpoint, dict):
+        checkpoint = checkpoint.get('state_dict', checkpoint)
+    state = _tensors(checkpoint, name)
     if load_stage > 0:
         state = {k[len('model.'):] if k.startswith('model.') else k: v for k, v in state.items()}
     own = model.state_dict()
@@ -139,8 +270,12 @@ def load_pretrained(model, path, load_stage=0):
     wrong = [f'{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}'
              for k, v in taken.items() if v.shape != own[k].shape]
     if wrong:
-        raise CheckpointMismatchError(f'{path} does not fit the model (MODEL.EXTRA differs?): '
-                                      + ', '.join(wrong[:10]))
+        found, built = describe_variant(state)['width'], describe_variant(own)['width']
+        what = f'holds HRNet-W{found} weights' if found and found != built else 'does not fit'
+        raise CheckpointMismatchError(
+            f'{name} {what}; the config builds a W{built} model ({", ".join(wrong[:3])}'
+            f'{", ..." if len(wrong) > 3 else ""}): use the HRNet weights of width {built}, or '
+            "MODEL.PRETRAINED '' for a random initialisation")
     model.load_state_dict(taken, strict=False)
     logger.info('MODEL.PRETRAINED %s (LOAD_STAGE %d): took %d tensors, skipped %d of the file, '
                 '%d of the model keep their random init', path, load_stage, len(taken),

@@ -1,6 +1,7 @@
 """Resume logic: checkpoints, phases of a run, frozen parts."""
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from core.criterion import FullModel, MultiExitLoss
 from core.training import TrainState, load_checkpoint, plan_phases, save_checkpoint
 from standin import StandIn
 from utils.distributed import DistContext
+from utils.errors import CheckpointError
 
 
 def trained_pair(seed=0):
@@ -39,12 +41,23 @@ def test_checkpoint_round_trip_restores_everything(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(momentum, expected))
 
 
+def test_checkpoint_with_numpy_counters_loads_with_weights_only(tmp_path):
+    full, opt = trained_pair()
+    path = str(tmp_path / 'checkpoint.pth.tar')
+    # Counters as numpy may hand them over (a mean of IoUs, a step count).
+    state = TrainState(epoch=np.int64(2), iteration=np.int64(12), best_miou=np.float64(0.25))
+    save_checkpoint(path, state, full, opt)
+    saved = torch.load(path, weights_only=True)
+    assert [type(saved[k]) for k in ('epoch', 'iteration', 'best_mIoU')] == [int, int, float]
+    assert load_checkpoint(path, trained_pair(1)[0]) == TrainState(2, 12, 0.25)
+
+
 def test_checkpoint_of_another_model_is_a_clear_error(tmp_path):
     full, opt = trained_pair()
     path = str(tmp_path / 'checkpoint.pth.tar')
     save_checkpoint(path, TrainState(), full, opt)
     other = FullModel(StandIn(classes=5), MultiExitLoss([1] * 4, 5))
-    with pytest.raises(RuntimeError, match=r'checkpoint\.pth\.tar does not fit .*AUTO_RESUME'):
+    with pytest.raises(CheckpointError, match=r'checkpoint\.pth\.tar does not fit .*AUTO_RESUME'):
         load_checkpoint(path, other)
 
 
@@ -54,7 +67,7 @@ def test_optimizer_of_another_parameter_set_is_a_clear_error(tmp_path):
     save_checkpoint(path, TrainState(), full, opt)
     fresh, _ = trained_pair(1)
     exits_only = torch.optim.SGD(fresh.model.exit1.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match='EE_ONLY'):
+    with pytest.raises(CheckpointError, match='EE_ONLY'):
         load_checkpoint(path, fresh, exits_only)
 
 
