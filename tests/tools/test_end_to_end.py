@@ -86,6 +86,8 @@ def test_torchrun_training_writes_every_output(reference_run):
     assert set(checkpoint) == {'epoch', 'iteration', 'best_mIoU', 'state_dict', 'optimizer'}
     final = torch.load(os.path.join(out, 'final_state.pth'), weights_only=True)
     assert 'loss.criterion.weight' in final
+    best = torch.load(os.path.join(out, 'best.pth'), weights_only=True)
+    assert set(best) == set(final)
     assert all(k.startswith('model.') for k in final if k != 'loss.criterion.weight')
     assert any(k.endswith('.Lambda') for k in final)  # the ADP-C variant was trained
 
