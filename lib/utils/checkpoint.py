@@ -214,20 +214,19 @@ def _tensors(state, name):
     return state
 
 
-def load_model_weights(model, source, key=None):
+def load_model_weights(model, source):
     """Load a checkpoint into ``model`` strictly.
 
     Args:
         model (nn.Module): the network built from the config.
         source (str | dict): a checkpoint path or an already loaded checkpoint.
-        key (str or None): the config key that named the path (e.g. 'TEST.MODEL_FILE').
     Raises:
         CheckpointError: the file is missing, unsafe or damaged (see :func:`read_checkpoint`).
         CheckpointMismatchError: listing missing keys, unexpected keys and shape
             mismatches, and which variant the file looks like with the fix to use.
     """
-    name = _describe_file(source, key) if isinstance(source, str) else 'checkpoint'
-    checkpoint = read_checkpoint(source, key) if isinstance(source, str) else source
+    name = source if isinstance(source, str) else 'checkpoint'
+    checkpoint = read_checkpoint(source) if isinstance(source, str) else source
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'{name} holds a {type(checkpoint).__name__}, not a checkpoint')
     state = _tensors(model_state(checkpoint), name)

@@ -119,8 +119,8 @@ def test_advice_for_another_width_uses_the_experiment_files(found, advice):
 
 
 def test_missing_checkpoint_names_the_path(tmp_path):
-    with pytest.raises(CheckpointError, match=r'TEST.MODEL_FILE .*nowhere.pth does not exist'):
-        load_model_weights(tiny_model('ee'), str(tmp_path / 'nowhere.pth'), key='TEST.MODEL_FILE')
+    with pytest.raises(CheckpointError, match=r'nowhere.pth does not exist: check the path'):
+        load_model_weights(tiny_model('ee'), str(tmp_path / 'nowhere.pth'))
 
 
 def test_text_file_is_not_a_checkpoint(tmp_path):
