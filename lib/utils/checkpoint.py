@@ -68,11 +68,11 @@ def read_checkpoint(path, key=None):
     except pickle.UnpicklingError as e:
         found = re.search(r'GLOBAL (\S+)', str(e))
         what = f' ({found.group(1)})' if found else ''
-        stem, ext = os.path.splitext(path)
+        converted = os.path.join(os.path.dirname(path), 'converted_' + os.path.basename(path))
         raise UnsafeCheckpointError(
             f'{name} holds Python objects beyond tensors{what}, and loading them could run '
             'code, so it is refused. If you trust the file, convert it once: python '
-            f'tools/convert_checkpoint.py {path} {stem}_weights{ext or ".pth"} --trust') from None
+            f'tools/convert_checkpoint.py {path} {converted} --trust') from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:
         reason = str(e).split('. ')[0] or type(e).__name__
         raise CheckpointError(f'{name} is truncated or damaged ({reason}): copy or download '
