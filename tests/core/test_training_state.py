@@ -61,6 +61,23 @@ def test_checkpoint_of_another_model_is_a_clear_error(tmp_path):
         load_checkpoint(path, other)
 
 
+@pytest.mark.parametrize('change', ['extra', 'missing'])
+def test_resuming_refuses_a_checkpoint_with_an_extra_or_a_missing_key(tmp_path, change):
+    full, opt = trained_pair()
+    path = str(tmp_path / 'checkpoint.pth.tar')
+    save_checkpoint(path, TrainState(), full, opt)
+    checkpoint = torch.load(path, weights_only=True)
+    if change == 'extra':
+        checkpoint['state_dict']['model.exit4.weight'] = torch.zeros(1)
+    else:
+        del checkpoint['state_dict']['model.bn.running_var']
+    torch.save(checkpoint, path)
+    fresh, _ = trained_pair(1)
+    problem = 'Unexpected key' if change == 'extra' else 'Missing key'
+    with pytest.raises(RuntimeError, match=r'(?s)does not fit .*' + problem):
+        load_checkpoint(path, fresh)
+
+
 def test_optimizer_of_another_parameter_set_is_a_clear_error(tmp_path):
     full, opt = trained_pair()
     path = str(tmp_path / 'checkpoint.pth.tar')
