@@ -74,7 +74,7 @@ def test_resuming_refuses_a_checkpoint_with_an_extra_or_a_missing_key(tmp_path, 
     torch.save(checkpoint, path)
     fresh, _ = trained_pair(1)
     problem = 'Unexpected key' if change == 'extra' else 'Missing key'
-    with pytest.raises(RuntimeError, match=r'(?s)does not fit .*' + problem):
+    with pytest.raises(CheckpointError, match=r'(?s)does not fit .*' + problem):
         load_checkpoint(path, fresh)
 
 
