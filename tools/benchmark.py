@@ -19,8 +19,8 @@ import torch
 from config import config, update_config
 from models.masked_conv import MaskedConv2d
 from models.model_anytime import build_model
-from utils.benchmark import benchmark_end_to_end, benchmark_segments, end_to_end_table, \
-    segment_table
+from utils.benchmark import benchmark_end_to_end, benchmark_evaluation, benchmark_segments, \
+    end_to_end_table, segment_table
 from utils.checkpoint import load_model_weights
 
 TOLERANCE = 1e-4  # max |mode - dense| relative to the logits' scale
@@ -64,6 +64,9 @@ def parse_args():
     parser.add_argument('--repeats', type=int, default=3, help='timed rounds (median)')
     parser.add_argument('--skip-segments', action='store_true', help='end to end only')
     parser.add_argument('--skip-end-to-end', action='store_true', help='segments only')
+    parser.add_argument('--evaluation', action='store_true',
+                        help="also time what counting the evaluation's FLOPs adds to its "
+                             'forward (and the former second pass with hooks)')
     parser.add_argument('--rbf-lambda', type=float,
                         help="set every masked convolution's RBF Lambda (initial 3.0; the "
                              "fill reaches 1 pixel at 3.0, 3 pixels at 1.0 or less)")
@@ -79,8 +82,9 @@ def main():
     if not cfg.MASK.USE:
         raise SystemExit(f'{args.cfg}: MASK.USE is off; the execution modes only differ for '
                          f'masked models (add MASK.USE True)')
-    if args.skip_segments and args.skip_end_to_end:
-        raise SystemExit('--skip-segments and --skip-end-to-end leave nothing to measure')
+    if args.skip_segments and args.skip_end_to_end and not args.evaluation:
+        raise SystemExit('--skip-segments and --skip-end-to-end without --evaluation leave '
+                         'nothing to measure')
     if len(args.e2e_densities) != 3:
         raise SystemExit('--e2e-densities needs three values, one per segment')
     if args.threads:
@@ -110,10 +114,20 @@ def main():
               f"{e2e['flops_ratio']:.3f}, max relative difference {e2e['max_rel_diff']:.1e}")
         print(end_to_end_table(e2e))
         result['end_to_end'] = e2e
+    if args.evaluation:
+        ev = benchmark_evaluation(model, x, args.e2e_densities, args.warmup, args.repeats)
+        print(f"evaluation (MASK.EXECUTION {model.execution}, densities {args.e2e_densities}): "
+              f"forward {ev['forward']:.3f}s, forward + FLOPs from its masks "
+              f"{ev['evaluation']:.3f}s ({ev['overhead'] * 100:+.1f}%); cost table once per "
+              f"input size {ev['cost_table']:.3f}s; formerly forward + dense pass with hooks "
+              f"{ev['forward_and_hooks']:.3f}s")
+        result['evaluation'] = ev
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)
     parts = result.get('segments', []) + [result[k] for k in ('end_to_end',) if k in result]
+    if not parts:
+        return
     worst = max(part['max_rel_diff'] for part in parts)
     if worst > TOLERANCE:
         raise SystemExit(f'outputs disagree with dense: max relative difference {worst:.1e} '

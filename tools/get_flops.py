@@ -20,7 +20,7 @@ from config import config, update_config
 from datasets.transforms import normalize
 from models.model_anytime import build_model
 from utils.checkpoint import load_model_weights
-from utils.flops import anytime_flops, flops_table, with_mean
+from models.flops import anytime_flops, flops_table, with_mean
 
 
 def parse_args():

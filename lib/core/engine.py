@@ -133,13 +133,15 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
 
     Args:
         model (nn.Module): the anytime network (not the FullModel); ``model(x)`` returns
-            the logits of every exit.
+            the logits of every exit (``model(x, return_masks=True)`` also the masks it
+            used, when ``flops_meter`` is given).
         loader (DataLoader): yields (images, labels, names), one shard per process.
         num_classes (int): DATASET.NUM_CLASSES.
         ignore_label (int): TRAIN.IGNORE_LABEL.
         ctx (DistContext): this process.
         num_exits (int): number of outputs of the model.
-        flops_meter (FlopsMeter or None): also measure the cost of every exit.
+        flops_meter (FlopsMeter or None): also count the cost of every exit, from the
+            masks of the same forward.
         desc (str): progress-bar label.
 
     Returns:
@@ -153,13 +155,15 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
                       dynamic_ncols=True):
         images = batch[0].to(ctx.device, non_blocking=True)
         labels = batch[1].long().to(ctx.device, non_blocking=True)
-        outputs = model(images)
+        if flops_meter is None:
+            outputs = model(images)
+        else:
+            outputs, masks = model(images, return_masks=True)
+            flops_meter.update(images.shape, masks)
         if len(outputs) != num_exits:
             raise ValueError(f'the model returned {len(outputs)} outputs, expected {num_exits}')
         for matrix, logits in zip(matrices, outputs):
             matrix.update(logits, labels)
-        if flops_meter is not None:
-            flops_meter.update(model, images)
     for matrix in matrices:
         matrix.reduce_from_all_processes()
     if flops_meter is not None:

@@ -80,34 +80,29 @@ def result_line(mean_ious):
 class FlopsMeter:
     """Mask-aware GFLOPs and parameters per exit, averaged over evaluated images.
 
-    With confidence masks the cost depends on the image, so every image is measured on
-    its own (batch 1, as the paper reports it); without them the cost only depends on
-    the input size, so each process measures its first image only.
+    Every image counts with its own masks (as the paper reports it, at batch 1), read
+    from the masks of the evaluation's own forward by ``models.flops.FlopsCounter``: the
+    network runs once per image.
 
     Args:
-        flops_fn (callable): ``flops_fn(model, x)`` -> ``{'gflops': [...], 'params': [...]}``
-            for a batch-1 input (``utils.flops.anytime_flops``).
-        per_image (bool): measure every image (masked models) or only the first.
+        counter (FlopsCounter): ``counter.gflops(input_shape, masks)`` -> N x exits
+            GFLOPs, ``counter.params(input_size)`` -> parameters per exit.
     """
 
-    def __init__(self, flops_fn, per_image):
-        self.flops_fn = flops_fn
-        self.per_image = per_image
+    def __init__(self, counter):
+        self.counter = counter
         self.gflops_sum = None
         self.count = 0
         self.params = None
 
     @torch.no_grad()
-    def update(self, model, images):
-        """Measure the images of a batch (N x 3 x H x W) that still need measuring."""
-        for i in range(images.shape[0]):
-            if self.count and not self.per_image:
-                return
-            stats = self.flops_fn(model, images[i:i + 1])
-            gflops = torch.tensor(stats['gflops'], dtype=torch.float64)
-            self.gflops_sum = gflops if self.gflops_sum is None else self.gflops_sum + gflops
-            self.params = [int(p) for p in stats['params']]
-            self.count += 1
+    def update(self, input_shape, masks):
+        """Count the images of a batch that ran with input shape ``input_shape``
+        (N x 3 x H x W) and ``masks`` (``model(x, return_masks=True)``'s second item)."""
+        gflops = self.counter.gflops(input_shape, masks).sum(dim=0)
+        self.gflops_sum = gflops if self.gflops_sum is None else self.gflops_sum + gflops
+        self.params = [int(p) for p in self.counter.params(input_shape[-2:])]
+        self.count += input_shape[0]
 
     def reduce_from_all_processes(self, num_exits):
         """Combine the measurements of all processes (every process gets the result).

@@ -12,7 +12,7 @@ import datasets
 import models
 from datasets.labels import CLASS_NAMES
 from utils.checkpoint import load_model_weights
-from utils.flops import GIGA, anytime_flops
+from models.flops import GIGA, FlopsCounter
 from utils.io import atomic_write_text, run_directory, save_json
 from utils.logger import setup_logger
 from utils.runtime import apply_cudnn
@@ -90,8 +90,8 @@ def evaluate_model(model, cfg, out_dir, ctx):
     ``test_stats.json`` into ``out_dir`` (rank 0).
 
     Every process evaluates its shard of the images; confusion matrices and FLOPs are
-    combined over processes. FLOPs are measured per image (batch 1) for masked models,
-    whose cost depends on the image, and once otherwise.
+    combined over processes. FLOPs are counted per image from the masks of the
+    evaluation's own forward (``models.flops.FlopsCounter``).
 
     Args:
         model (nn.Module): the anytime network on ``ctx.device``.
@@ -106,7 +106,7 @@ def evaluate_model(model, cfg, out_dir, ctx):
     dataset = datasets.build_dataset(cfg, cfg.DATASET.TEST_SET, train=False)
     loader = eval_loader(dataset, cfg.TEST.BATCH_SIZE_PER_GPU, ctx, cfg.WORKERS, cfg.PIN_MEMORY)
     logger.info(f'evaluating {dataset} on {ctx.world_size} process(es)')
-    meter = FlopsMeter(anytime_flops, per_image=cfg.MASK.USE)
+    meter = FlopsMeter(FlopsCounter(model))
     matrices = evaluate(model, loader, cfg.DATASET.NUM_CLASSES, cfg.TRAIN.IGNORE_LABEL, ctx,
                         flops_meter=meter, desc='test')
     gflops, params = meter.gflops(), meter.params
@@ -117,9 +117,8 @@ def evaluate_model(model, cfg, out_dir, ctx):
     stats = stats_json(gflops, params)
     if ctx.is_main:
         logger.info('\n' + format_report(matrices, gflops, params, names))
-        counted = 'averaged over %d images, batch 1' % meter.count if cfg.MASK.USE else \
-            'input-independent'
-        logger.info(f'GFLOPs per exit ({counted}): '
+        masks = ', each with its own masks' if cfg.MASK.USE else ''
+        logger.info(f'GFLOPs per exit (mean over {meter.count} images{masks}): '
                     + ' / '.join(f'{g:.4f}' for g in gflops)
                     + f' (mean {stats["Gflops_mean"]:.4f})')
         logger.info(f'result.txt: {line}')

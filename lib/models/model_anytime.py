@@ -62,11 +62,14 @@ class StageSpec:
 class ExitState:
     """Where the network stands after exit ``exit`` (1..4): that exit's logits (N x
     classes x H/4 x W/4, aggregated with the earlier exits) and the HRNet branches the
-    next segment starts from; ``sparse``: whether masked segments run sparse."""
+    next segment starts from; ``sparse``: whether masked segments run sparse; ``masks``:
+    the mask provider the segment before this exit ran with (None for exit 1 and
+    without MASK.USE), e.g. for ``models.flops.FlopsCounter``."""
     exit: int
     branches: list
     logits: torch.Tensor
     sparse: bool
+    masks: object = None
 
 
 def exit_input(branches, detach=False):
@@ -178,12 +181,18 @@ class AnytimeHRNet(nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-    def forward(self, x, stop_at=NUM_EXITS, masks=None):
+    def forward(self, x, stop_at=NUM_EXITS, masks=None, return_masks=False):
         """Logits of exits 1..``stop_at`` (each N x classes x H/4 x W/4); layers after exit
-        ``stop_at`` do not run. ``masks``: see ``iter_exits``."""
+        ``stop_at`` do not run. ``masks``: see ``iter_exits``.
+
+        With ``return_masks``, returns ``(logits, used)``: ``used[j-1]`` is the mask
+        provider (``at(size)`` -> N x 1 x h x w, per image) that segment j ran with, or
+        None without MASK.USE; e.g. for ``models.flops.FlopsCounter``."""
         if stop_at not in range(1, NUM_EXITS + 1):
             raise ValueError(f'stop_at must be 1..{NUM_EXITS}, got {stop_at}')
-        return list(itertools.islice(self.iter_exits(x, masks), stop_at))
+        states = list(itertools.islice(self._states(x, masks), stop_at))
+        logits = [state.logits for state in states]
+        return (logits, [state.masks for state in states[1:]]) if return_masks else logits
 
     def iter_exits(self, x, masks=None):
         """Yield the logits of exit 1, 2, 3, 4 as each is ready. The network runs only as
@@ -192,11 +201,15 @@ class AnytimeHRNet(nn.Module):
         ``masks`` (benchmarks and tests only): three mask providers (``at(size)`` -> N x 1 x
         h x w) that replace the confidence masks of segments 1-3, to run masked models at
         chosen densities; ignored without MASK.USE."""
+        for state in self._states(x, masks):
+            yield state.logits
+
+    def _states(self, x, masks=None):
         state = self.first_exit(x)
-        yield state.logits
+        yield state
         while state.exit < NUM_EXITS:
             state = self.next_exit(state, None if masks is None else masks[state.exit - 1])
-            yield state.logits
+            yield state
 
     def first_exit(self, x):
         """Stem, layer1 and exit 1 on ``x`` (N x 3 x H x W).
@@ -228,9 +241,9 @@ class AnytimeHRNet(nn.Module):
         """
         if state.exit >= NUM_EXITS:
             raise ValueError(f'exit {state.exit} is the last one: nothing runs after it')
-        branches, logits = self._run_segment(state.exit, state.branches, state.logits,
-                                             state.sparse, masks)
-        return ExitState(state.exit + 1, branches, logits, state.sparse)
+        branches, logits, used = self._run_segment(state.exit, state.branches, state.logits,
+                                                   state.sparse, masks)
+        return ExitState(state.exit + 1, branches, logits, state.sparse, used)
 
     def segment_masks(self, logits):
         """The confidence masks (MASK.CRIT, MASK.CONF_THRE / ENTROPY_THRE) that the
@@ -247,7 +260,8 @@ class AnytimeHRNet(nn.Module):
 
     def _run_segment(self, j, branches, logits, sparse, masks=None):
         """Segment j: transition_j, stage_{j+1} and exit j+1, masked by exit j's logits
-        (or by ``masks`` when given); on the sparse engine when ``sparse``."""
+        (or by ``masks`` when given); on the sparse engine when ``sparse``. Returns the
+        output branches, exit j+1's logits and the masks used (None without MASK.USE)."""
         transition, stage = getattr(self, f'transition{j}'), getattr(self, f'stage{j + 1}')
         head = getattr(self, self.exit_name(j + 1))
         if not self.use_masks:
@@ -272,7 +286,7 @@ class AnytimeHRNet(nn.Module):
                 slot.masks = None
         if masks is not None and self.aggregation == 'copy':
             out = copy_aggregate(logits, out, masks.at(out.shape[-2:]))
-        return branches, out
+        return branches, out, masks
 
 
 def build_model(cfg):

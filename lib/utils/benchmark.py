@@ -18,8 +18,9 @@ import torch
 import torch.nn as nn
 
 from models.hrnet import apply_transition
+from models.flops import FlopsCounter, anytime_flops, conv_multiply_adds
 from models.model_anytime import NUM_EXITS, exit_input
-from utils.flops import conv_multiply_adds
+from models.flops import conv_multiply_adds
 from utils.noise_masks import SmoothNoiseMasks
 
 MODES = ('dense', 'sparse', 'auto')
@@ -55,8 +56,8 @@ def segment_runner(model, j, inputs, masks, mode):
     def run():
         previous, model.execution = model.execution, mode
         try:
-            out_branches, out = model._run_segment(j, branches, logits, model._runs_sparse(),
-                                                   masks)
+            out_branches, out, _ = model._run_segment(j, branches, logits,
+                                                      model._runs_sparse(), masks)
         finally:
             model.execution = previous
         return out_branches, out
@@ -215,6 +216,51 @@ def benchmark_end_to_end(model, x, densities, warmup=1, repeats=3, smoothness=16
             'speedup_vs_dense': {n: medians['dense'][-1] / v[-1] for n, v in medians.items()},
             'speedup_vs_rh': {n: medians['RH'][-1] / v[-1] for n, v in medians.items()},
             'max_rel_diff': agreement}
+
+
+def benchmark_evaluation(model, x, densities, warmup=1, repeats=3, smoothness=16):
+    """What counting FLOPs adds to an evaluation's forward (``MASK.EXECUTION`` as set).
+
+    Times, interleaved: the forward alone; the forward with its masks returned and
+    counted by ``FlopsCounter`` (what evaluation does); and, once, the forward followed
+    by ``anytime_flops``'s second, dense pass with hooks (what evaluation did before).
+    The counter's cost table is built once per input size, before the rounds; its time
+    is reported on its own.
+
+    Args:
+        model (AnytimeHRNet): a masked model in eval mode.
+        x (Tensor): N x 3 x H x W input.
+        densities (list[float]): mask density of segments 1, 2, 3.
+    Returns:
+        dict: seconds of ``forward``, ``evaluation`` (medians), ``forward_and_hooks``
+        (one round), ``cost_table`` (once), and ``overhead`` (evaluation / forward - 1).
+    """
+    masks = [SmoothNoiseMasks(x.shape[0], logit_size(x), d, smoothness, seed=j).to(x.device)
+             for j, d in enumerate(densities, start=1)]
+    counter = FlopsCounter(model)
+    start = time.perf_counter()
+    counter.params(x.shape[-2:])  # builds the table of this input size
+    table_s = time.perf_counter() - start
+
+    def forward():
+        model(x, masks=masks)
+
+    def evaluation():
+        _, used = model(x, masks=masks, return_masks=True)
+        counter.gflops(x.shape, used)
+
+    with torch.no_grad():
+        medians = interleaved_medians({'forward': forward, 'evaluation': evaluation}, warmup,
+                                      repeats, x.device)
+        start = time.perf_counter()
+        forward()
+        for i in range(x.shape[0]):  # its pass runs dense, whatever the masks
+            anytime_flops(model, x[i:i + 1])
+        _sync(x.device)
+        hooks_s = time.perf_counter() - start
+    forward_s, evaluation_s = medians['forward'], medians['evaluation']
+    return {'forward': forward_s, 'evaluation': evaluation_s, 'forward_and_hooks': hooks_s,
+            'cost_table': table_s, 'overhead': evaluation_s / forward_s - 1}
 
 
 def _forward(model, x, masks, mode):

@@ -93,21 +93,37 @@ class Fixed(nn.Module):
         self.labels, self.classes = labels, classes
         self.weight = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x, stop_at=4):
+    def forward(self, x, stop_at=4, return_masks=False):
         right = nn.functional.one_hot(self.labels[:x.shape[0]].clamp(max=self.classes - 1),
                                       self.classes).permute(0, 3, 1, 2).float()
         wrong = torch.zeros_like(right)
         wrong[:, 0] = 1
-        return [wrong, right, right, right][:stop_at]
+        outputs = [wrong, right, right, right][:stop_at]
+        return (outputs, ['masks of this forward'] * 3) if return_masks else outputs
+
+
+class PerExitCounter:
+    """Exit k costs k GFLOPs, given the masks of the forward being counted."""
+
+    def __init__(self):
+        self.calls = []
+
+    def gflops(self, input_shape, masks):
+        self.calls.append((tuple(input_shape), masks))
+        return torch.tensor([[1.0, 2.0, 3.0, 4.0]] * input_shape[0], dtype=torch.float64)
+
+    def params(self, input_size):
+        return [1, 2, 3, 4]
 
 
 def test_evaluate_builds_one_confusion_matrix_per_exit():
     labels = torch.tensor([[[0, 1], [2, 255]]])
     model = Fixed(labels)
     loader = [(torch.zeros(1, 3, 2, 2), labels, ['x'])]
-    meter = FlopsMeter(lambda m, x: {'gflops': [1.0, 2.0, 3.0, 4.0], 'params': [1, 2, 3, 4]},
-                       per_image=True)
+    counter = PerExitCounter()
+    meter = FlopsMeter(counter)
     matrices = evaluate(model, loader, 3, 255, DistContext(), flops_meter=meter)
+    assert counter.calls == [((1, 3, 2, 2), ['masks of this forward'] * 3)]
     assert len(matrices) == 4
     assert matrices[0].mat[:, 0].tolist() == [1, 1, 1]  # everything predicted as 0
     assert torch.equal(matrices[3].mat, torch.eye(3, dtype=torch.int64))

@@ -66,28 +66,21 @@ def test_result_line_format():
     assert result_line([0.4434, 0.6013, 0.7682, 0.8131]) == '44.34\t60.13\t76.82\t81.31\t65.65'
 
 
-def test_flops_meter_averages_per_image_when_masked():
-    calls = []
+class FakeCounter:
+    """GFLOPs of each image = its first mask value (mask providers are tensors here)."""
 
-    def fake_flops(model, x):
-        calls.append(x.shape[0])
-        return {'gflops': [x.mean().item()] * 4, 'params': [1, 2, 3, 4]}
+    def gflops(self, input_shape, masks):
+        return torch.stack([masks[0][:, 0, 0, 0].double()] * 4, dim=1)
 
-    meter = FlopsMeter(fake_flops, per_image=True)
-    meter.update(None, torch.tensor([1.0, 3.0]).view(2, 1, 1, 1))
-    meter.update(None, torch.tensor([5.0]).view(1, 1, 1, 1))
+    def params(self, input_size):
+        return [1, 2, 3, 4]
+
+
+def test_flops_meter_averages_over_images_from_the_forwards_masks():
+    meter = FlopsMeter(FakeCounter())
+    meter.update((2, 3, 4, 4), [torch.tensor([1.0, 3.0]).view(2, 1, 1, 1)])
+    meter.update((1, 3, 4, 4), [torch.tensor([5.0]).view(1, 1, 1, 1)])
     meter.reduce_from_all_processes(4)
-    assert calls == [1, 1, 1]  # batch 1 each
+    assert meter.count == 3
     assert meter.gflops() == pytest.approx([3.0] * 4)
     assert meter.params == [1, 2, 3, 4]
-
-
-def test_flops_meter_measures_once_without_masks():
-    calls = []
-    meter = FlopsMeter(lambda m, x: calls.append(1) or {'gflops': [1, 2, 3, 4],
-                                                        'params': [1, 1, 1, 1]},
-                       per_image=False)
-    for _ in range(3):
-        meter.update(None, torch.zeros(2, 3, 4, 4))
-    meter.reduce_from_all_processes(4)
-    assert len(calls) == 1 and meter.gflops() == [1, 2, 3, 4]

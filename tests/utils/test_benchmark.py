@@ -6,8 +6,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'models'))
 from tiny import tiny_model  # noqa: E402
-from utils.benchmark import benchmark_end_to_end, benchmark_segments, end_to_end_table, \
-    segment_table  # noqa: E402
+from utils.benchmark import benchmark_end_to_end, benchmark_evaluation, benchmark_segments, \
+    end_to_end_table, segment_table  # noqa: E402
 
 
 def test_benchmark_reports_every_segment_and_exit():
@@ -29,3 +29,11 @@ def test_benchmark_reports_every_segment_and_exit():
     assert e2e['max_rel_diff'] <= 1e-4 and 0 < e2e['flops_ratio'] < 1
     assert segment_table(rows).count('\n') == len(rows) + 1
     assert 'RH' in end_to_end_table(e2e)
+
+
+def test_evaluation_benchmark_times_forward_and_counting():
+    model = tiny_model('adpc').eval()
+    ev = benchmark_evaluation(model, torch.randn(1, 3, 64, 64), [0.8, 0.6, 0.35], warmup=0,
+                              repeats=1, smoothness=2)
+    assert all(ev[k] > 0 for k in ('forward', 'evaluation', 'forward_and_hooks', 'cost_table'))
+    assert ev['overhead'] == ev['evaluation'] / ev['forward'] - 1

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'models'))
+sys.path.insert(0, os.path.dirname(__file__))
 from test_state_dict_manifests import build_on_meta  # noqa: E402
 from tiny import mixed_mask_model, tiny_model  # noqa: E402
 from models.masked_conv import MaskedConv2d  # noqa: E402
-from utils.flops import anytime_flops  # noqa: E402
+from models.flops import FlopsCounter, anytime_flops  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), '..', 'data')
 with open(os.path.join(DATA, 'reference_figures.json')) as f:
@@ -72,7 +72,7 @@ def test_masked_figures_follow_mask_density():
 
 
 def test_masked_convolution_cost_formula():
-    from utils.flops import conv_multiply_adds
+    from models.flops import conv_multiply_adds
 
     class Half:
         def at(self, size):
@@ -87,3 +87,55 @@ def test_masked_convolution_cost_formula():
     assert conv_multiply_adds(conv, out) == int(dense * 0.5) + int(0.5 * 0.5 * 6 * 49 * 10 * 8)
     conv.rbf = False
     assert conv_multiply_adds(conv, out) == int(dense * 0.5)
+
+
+def _counted(model, x):
+    counter = FlopsCounter(model)
+    with torch.no_grad():
+        outputs, masks = model(x, return_masks=True)
+    assert len(outputs) == 4 and len(masks) == 3
+    return counter.gflops(x.shape, masks), counter.params(x.shape[-2:]), masks
+
+
+@pytest.mark.parametrize('variant', ['ee', 'rh', 'ca', 'adpc'])
+def test_counter_on_the_forwards_own_masks_equals_anytime_flops(variant):
+    torch.manual_seed(1)
+    x = torch.randn(4, 3, 64, 96)
+    model = mixed_mask_model(variant, x)
+    model.execution = 'dense'
+    references = [anytime_flops(model, x[i:i + 1]) for i in range(4)]
+    for batch in (1, 4):
+        gflops, params, masks = _counted(model, x[:batch])
+        assert all((m is None) == (variant in ('ee', 'rh')) for m in masks)
+        assert gflops.shape == (batch, 4)
+        for i in range(batch):  # exactly, image by image
+            assert gflops[i].tolist() == references[i]['gflops']
+            assert params == references[i]['params']
+    if variant in ('ca', 'adpc'):  # the masks differ per image, and so do the costs
+        assert len(set(gflops[:, 3].tolist())) == 4
+
+
+def test_counter_reads_the_masks_of_sparse_execution():
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 64, 96)
+    model = mixed_mask_model('adpc', x)
+    # Off the median confidence, so that no pixel sits on the threshold, where sparse
+    # and dense logits (equal to ~1e-6) could choose differently.
+    model.mask_threshold += 1e-3
+    model.execution = 'sparse'
+    gflops, _, masks = _counted(model, x)
+    assert isinstance(masks[0].logits, torch.Tensor)
+    model.execution = 'dense'
+    for i in range(2):
+        assert gflops[i].tolist() == anytime_flops(model, x[i:i + 1])['gflops']
+
+
+def test_counter_tabulates_each_input_size_once():
+    model = tiny_model('adpc').eval()
+    counter = FlopsCounter(model)
+    for size in [(32, 64), (64, 64), (32, 64)]:
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            _, masks = model(x, return_masks=True)
+        assert counter.gflops(x.shape, masks)[0].tolist() == anytime_flops(model, x[:1])['gflops']
+    assert sorted(counter._tables) == [(32, 64), (64, 64)]
