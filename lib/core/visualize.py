@@ -26,7 +26,7 @@ from tqdm import tqdm
 from datasets.labels import colorize
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from models.model_anytime import NUM_EXITS
-from utils.flops import anytime_flops
+from models.flops import anytime_flops
 from .criterion import upsample_to
 from .predict import cityscapes_label, pad_to_multiple, read_image
 

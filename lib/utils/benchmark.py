@@ -20,7 +20,6 @@ import torch.nn as nn
 from models.hrnet import apply_transition
 from models.flops import FlopsCounter, anytime_flops, conv_multiply_adds
 from models.model_anytime import NUM_EXITS, exit_input
-from models.flops import conv_multiply_adds
 from utils.noise_masks import SmoothNoiseMasks
 
 MODES = ('dense', 'sparse', 'auto')
