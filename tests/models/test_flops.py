@@ -102,6 +102,9 @@ def test_counter_on_the_forwards_own_masks_equals_anytime_flops(variant):
     torch.manual_seed(1)
     x = torch.randn(4, 3, 64, 96)
     model = mixed_mask_model(variant, x)
+    # Off the median confidence, so that no pixel sits on the threshold, where batch 1
+    # and batch 4 (equal to ~1e-7) could choose differently.
+    model.mask_threshold += 1e-3
     model.execution = 'dense'
     references = [anytime_flops(model, x[i:i + 1]) for i in range(4)]
     for batch in (1, 4):
@@ -119,9 +122,7 @@ def test_counter_reads_the_masks_of_sparse_execution():
     torch.manual_seed(1)
     x = torch.randn(2, 3, 64, 96)
     model = mixed_mask_model('adpc', x)
-    # Off the median confidence, so that no pixel sits on the threshold, where sparse
-    # and dense logits (equal to ~1e-6) could choose differently.
-    model.mask_threshold += 1e-3
+    model.mask_threshold += 1e-3  # as above: sparse and dense logits agree to ~1e-6
     model.execution = 'sparse'
     gflops, _, masks = _counted(model, x)
     assert isinstance(masks[0].logits, torch.Tensor)
