@@ -19,8 +19,8 @@ import torch
 from config import config, update_config
 from models.masked_conv import MaskedConv2d
 from models.model_anytime import build_model
-from utils.benchmark import benchmark_end_to_end, benchmark_evaluation, benchmark_segments, \
-    end_to_end_table, segment_table
+from models.sparse.benchmark import benchmark_end_to_end, benchmark_evaluation, \
+    benchmark_segments, end_to_end_table, segment_table
 from utils.checkpoint import load_model_weights
 
 TOLERANCE = 1e-4  # max |mode - dense| relative to the logits' scale

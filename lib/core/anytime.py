@@ -130,7 +130,7 @@ def evaluate_predictor(predictor, image, budgets, density_sets, smoothness=16, l
         density set), ``full_equal`` and ``full_max_abs_diff`` (an unlimited call
         against the model's last output at input size, per density set).
     """
-    from utils.noise_masks import SmoothNoiseMasks
+    from models.sparse.noise_masks import SmoothNoiseMasks
     model = predictor.model
     n = image.shape[0]
     size = model.first_exit(image).logits.shape[-2:]

@@ -26,9 +26,9 @@ import torch
 from tqdm import tqdm
 
 from models.model_anytime import NUM_EXITS
+from models.sparse.noise_masks import SmoothNoiseMasks
 from utils.errors import UserError
 from utils.io import atomic_write_text
-from utils.noise_masks import SmoothNoiseMasks
 from .criterion import upsample_to
 
 FORMAT = 'adpc-latency-profile/1'

@@ -19,7 +19,7 @@ from models.sparse.geometry import ConvTaps, MaskGeometry, resample_matrix
 from models.sparse.kernels import NEGLIGIBLE_FILL_WEIGHT, channels_last, conv_rows, \
     fill_kernel, flat_rows
 from tiny import mixed_mask_model, tiny_cfg, tiny_model
-from utils.noise_masks import SmoothNoiseMasks
+from models.sparse.noise_masks import SmoothNoiseMasks
 
 POLICIES = {
     'sparse': ExecutionPolicy('sparse'),

@@ -20,8 +20,8 @@ import torch.nn as nn
 from ..masked_conv import MaskedConv2d, MaskSlot
 from .engine import SegmentEngine
 from .kernels import channels_last
+from .noise_masks import SmoothNoiseMasks
 from .policy import ExecutionPolicy
-from utils.noise_masks import SmoothNoiseMasks
 
 # (kernel, C_in, C_out, h, w): 3x3 branch convs of W48 at 512x1024, and 1x1 head convs.
 LAYERS = [(3, 48, 48, 128, 256), (3, 96, 96, 64, 128), (3, 192, 192, 32, 64),

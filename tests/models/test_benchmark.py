@@ -4,10 +4,10 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'models'))
+sys.path.insert(0, os.path.dirname(__file__))
 from tiny import tiny_model  # noqa: E402
-from utils.benchmark import benchmark_end_to_end, benchmark_evaluation, benchmark_segments, \
-    end_to_end_table, segment_table  # noqa: E402
+from models.sparse.benchmark import benchmark_end_to_end, benchmark_evaluation, \
+    benchmark_segments, end_to_end_table, segment_table  # noqa: E402
 
 
 def test_benchmark_reports_every_segment_and_exit():

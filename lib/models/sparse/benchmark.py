@@ -17,10 +17,10 @@ import time
 import torch
 import torch.nn as nn
 
-from models.hrnet import apply_transition
-from models.flops import FlopsCounter, anytime_flops, conv_multiply_adds
-from models.model_anytime import NUM_EXITS, exit_input
-from utils.noise_masks import SmoothNoiseMasks
+from ..flops import FlopsCounter, anytime_flops, conv_multiply_adds
+from ..hrnet import apply_transition
+from ..model_anytime import NUM_EXITS, exit_input
+from .noise_masks import SmoothNoiseMasks
 
 MODES = ('dense', 'sparse', 'auto')
 
