@@ -5,22 +5,29 @@
         --image frankfurt_000000_000294_leftImg8bit.png TEST.MODEL_FILE adpc.pth
 
 A masked (MASK.USE) model's cost depends on the image: give --image (and trained
-weights in TEST.MODEL_FILE) for its real cost; without an image the figures are the
-unmasked upper bound.
+weights: TEST.MODEL_FILE, or a training run's final_state.pth when --cfg is the run's
+config.yaml, as tools/test_ee.py does) for its real cost; without an image the figures are
+the unmasked upper bound.
+
+Inputs are padded on the right and bottom to a multiple of the network's stride (32), as
+in evaluation; the figures are those of the padded input, which is what runs.
 """
 import argparse
 import json
 import logging
+import os
 
 import _init_paths  # noqa: F401
 import cv2
 import torch
 
 from config import config, update_config
+from core.loaders import STRIDE, pad_to, padded_size
+from core.testing import FINAL_STATE, RUN_CONFIG
 from datasets.transforms import normalize
+from models.flops import anytime_flops, flops_table, with_mean
 from models.model_anytime import build_model
 from utils.checkpoint import load_model_weights
-from models.flops import anytime_flops, flops_table, with_mean
 
 
 def parse_args():
@@ -41,6 +48,16 @@ def read_image(path):
     return torch.from_numpy(normalize(image))[None]
 
 
+def model_file(cfg, cfg_path):
+    """TEST.MODEL_FILE, else a training run's final_state.pth when ``cfg_path`` is its
+    config.yaml, else None."""
+    if cfg.TEST.MODEL_FILE:
+        return cfg.TEST.MODEL_FILE
+    if os.path.basename(cfg_path) == RUN_CONFIG:
+        return os.path.join(os.path.dirname(os.path.abspath(cfg_path)), FINAL_STATE)
+    return None
+
+
 def main():
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     args = parse_args()
@@ -48,8 +65,10 @@ def main():
     if args.image:
         x = read_image(args.image)
         model = build_model(cfg)
-        if cfg.TEST.MODEL_FILE:
-            load_model_weights(model, cfg.TEST.MODEL_FILE)
+        weights = model_file(cfg, args.cfg)
+        if weights:
+            load_model_weights(model, weights)
+            print(f'weights: {weights}')
         elif cfg.MASK.USE:
             logging.warning('no TEST.MODEL_FILE: the masks come from random weights')
     else:
@@ -59,6 +78,13 @@ def main():
         with torch.device('meta'):  # shapes only: no memory, no compute
             model = build_model(cfg)
         x = torch.empty(1, 3, h, w, device='meta')
+    size = tuple(x.shape[-2:])
+    padded = padded_size(size)
+    if padded != size:
+        x = pad_to(x, padded, 0.0)
+        print(f'input {size} padded to {padded} (right and bottom, to a multiple of the '
+              f"network's stride {STRIDE}, as in evaluation): these are the FLOPs of the "
+              'padded input, which is what runs')
     figures = with_mean(anytime_flops(model, x))
     print(f'input {tuple(x.shape[-2:])}, {args.cfg}')
     print(flops_table(figures))

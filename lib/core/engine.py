@@ -6,6 +6,7 @@ import torch
 from tqdm import tqdm
 
 from utils.distributed import all_reduce
+from .loaders import pad_to, padded_size
 from .metrics import ConfusionMatrix
 from .schedule import poly_lr, set_lr
 
@@ -126,16 +127,47 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
             'global_step': global_step}
 
 
+def padded_groups(batch, ignore_label):
+    """Split an evaluation batch into groups of images of the same padded size.
+
+    Each image runs at its own size rounded up to the network's stride (right and bottom
+    padding: 0 for the image, ``ignore_label`` for the label), whatever the other images
+    of its batch, so that results do not depend on the batch size.
+
+    Args:
+        batch (tuple): ``(images, labels, names[, sizes])`` from the evaluation loader;
+            ``sizes`` (N x 2, each image's own h, w) comes from ``loaders.pad_collate``,
+            without it every image is taken to be the whole tensor.
+        ignore_label (int): TRAIN.IGNORE_LABEL.
+    Yields:
+        tuple: (row indices in the batch, images n x 3 x H' x W', labels n x H' x W').
+    """
+    images, labels = batch[0], batch[1]
+    sizes = batch[3].tolist() if len(batch) > 3 else [images.shape[-2:]] * len(images)
+    groups = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(padded_size(size), []).append(i)
+    for size, rows in groups.items():
+        index = torch.tensor(rows)
+        yield (rows, pad_to(images[index], size, 0.0),
+               pad_to(labels[index].long(), size, ignore_label))
+
+
 @torch.no_grad()
 def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_meter=None,
              desc='eval'):
     """Per-exit confusion matrices of ``model`` over ``loader``, summed over processes.
 
+    Images of any size are padded to a multiple of the network's stride (see
+    :func:`padded_groups`); padded pixels are ignored by the metrics. FLOPs are those of
+    the padded input, since that is what runs.
+
     Args:
         model (nn.Module): the anytime network (not the FullModel); ``model(x)`` returns
             the logits of every exit (``model(x, return_masks=True)`` also the masks it
             used, when ``flops_meter`` is given).
-        loader (DataLoader): yields (images, labels, names), one shard per process.
+        loader (DataLoader): yields (images, labels, names[, sizes]), one shard per
+            process.
         num_classes (int): DATASET.NUM_CLASSES.
         ignore_label (int): TRAIN.IGNORE_LABEL.
         ctx (DistContext): this process.
@@ -153,17 +185,19 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
     matrices = [ConfusionMatrix(num_classes, ignore_label) for _ in range(num_exits)]
     for batch in tqdm(loader, desc=desc, disable=not ctx.is_main, leave=False,
                       dynamic_ncols=True):
-        images = batch[0].to(ctx.device, non_blocking=True)
-        labels = batch[1].long().to(ctx.device, non_blocking=True)
-        if flops_meter is None:
-            outputs = model(images)
-        else:
-            outputs, masks = model(images, return_masks=True)
-            flops_meter.update(images.shape, masks)
-        if len(outputs) != num_exits:
-            raise ValueError(f'the model returned {len(outputs)} outputs, expected {num_exits}')
-        for matrix, logits in zip(matrices, outputs):
-            matrix.update(logits, labels)
+        for _, images, labels in padded_groups(batch, ignore_label):
+            images = images.to(ctx.device, non_blocking=True)
+            labels = labels.to(ctx.device, non_blocking=True)
+            if flops_meter is None:
+                outputs = model(images)
+            else:
+                outputs, masks = model(images, return_masks=True)
+                flops_meter.update(images.shape, masks)
+            if len(outputs) != num_exits:
+                raise ValueError(f'the model returned {len(outputs)} outputs, expected '
+                                 f'{num_exits}')
+            for matrix, logits in zip(matrices, outputs):
+                matrix.update(logits, labels)
     for matrix in matrices:
         matrix.reduce_from_all_processes()
     if flops_meter is not None:

@@ -1,6 +1,49 @@
 """DataLoaders of training and evaluation, sharded over the processes of a run."""
+from functools import partial
+
+import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
+
+# The network's total stride: HRNet's four branches divide the input by 4, 8, 16, 32, and
+# the exits' sizes only agree when the input is a multiple of it.
+STRIDE = 32
+
+
+def padded_size(size, stride=STRIDE):
+    """(h, w) rounded up to multiples of ``stride``."""
+    return tuple(-(-int(s) // stride) * stride for s in size)
+
+
+def pad_to(tensor, size, value):
+    """``tensor`` (... x h x w) padded on the right and bottom to ``size`` with ``value``."""
+    h, w = tensor.shape[-2:]
+    return F.pad(tensor, (0, size[1] - w, 0, size[0] - h), value=value)
+
+
+def pad_collate(batch, ignore_label, stride=STRIDE):
+    """Batch evaluation samples of any sizes, as mmsegmentation's size divisor does.
+
+    Every image is padded on the right and bottom, with 0 (the mean colour, after
+    normalisation), and its label with ``ignore_label``, to the largest padded size of
+    the batch; :func:`core.engine.evaluate` runs each image at its own padded size (a
+    multiple of ``stride``), so that its results do not depend on the batch.
+
+    Args:
+        batch (list): ``(image 3 x h x w, label h x w, name)`` samples.
+        ignore_label (int): TRAIN.IGNORE_LABEL.
+        stride (int): the network's stride.
+    Returns:
+        tuple: images N x 3 x H x W, labels N x H x W, names, and sizes: N x 2 int64
+        (each image's own h, w before padding).
+    """
+    images, labels, names = zip(*batch)
+    size = tuple(max(dims) for dims in zip(*(padded_size(im.shape[-2:], stride)
+                                              for im in images)))
+    sizes = torch.tensor([im.shape[-2:] for im in images], dtype=torch.int64)
+    return (torch.stack([pad_to(im, size, 0.0) for im in images]),
+            torch.stack([pad_to(lb, size, ignore_label) for lb in labels]), list(names), sizes)
 
 
 class ShardSampler(Sampler):
@@ -48,8 +91,9 @@ def train_loader(dataset, batch_size, ctx, shuffle=True, workers=0, pin_memory=F
     return loader
 
 
-def eval_loader(dataset, batch_size, ctx, workers=0, pin_memory=False):
-    """Loader of one evaluation process: its :class:`ShardSampler` shard, in order.
+def eval_loader(dataset, batch_size, ctx, workers=0, pin_memory=False, ignore_label=255):
+    """Loader of one evaluation process: its :class:`ShardSampler` shard, in order, with
+    images of any size padded by :func:`pad_collate`.
 
     Args:
         dataset (Dataset): evaluation set.
@@ -57,8 +101,10 @@ def eval_loader(dataset, batch_size, ctx, workers=0, pin_memory=False):
         ctx (DistContext): this process.
         workers (int): WORKERS.
         pin_memory (bool): PIN_MEMORY (only used on CUDA).
+        ignore_label (int): TRAIN.IGNORE_LABEL, the label of padded pixels.
     """
     sampler = ShardSampler(len(dataset), ctx.rank, ctx.world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=pin_memory and ctx.device.type == 'cuda')
+                      pin_memory=pin_memory and ctx.device.type == 'cuda',
+                      collate_fn=partial(pad_collate, ignore_label=ignore_label))
 

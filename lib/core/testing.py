@@ -104,7 +104,8 @@ def evaluate_model(model, cfg, out_dir, ctx):
         test_stats entries.
     """
     dataset = datasets.build_dataset(cfg, cfg.DATASET.TEST_SET, train=False)
-    loader = eval_loader(dataset, cfg.TEST.BATCH_SIZE_PER_GPU, ctx, cfg.WORKERS, cfg.PIN_MEMORY)
+    loader = eval_loader(dataset, cfg.TEST.BATCH_SIZE_PER_GPU, ctx, cfg.WORKERS, cfg.PIN_MEMORY,
+                         cfg.TRAIN.IGNORE_LABEL)
     logger.info(f'evaluating {dataset} on {ctx.world_size} process(es)')
     meter = FlopsMeter(FlopsCounter(model))
     matrices = evaluate(model, loader, cfg.DATASET.NUM_CLASSES, cfg.TRAIN.IGNORE_LABEL, ctx,

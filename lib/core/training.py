@@ -15,6 +15,7 @@ import torch
 
 import datasets
 import models
+from datasets.checks import check_training_inputs
 from datasets.cityscapes import CITYSCAPES_CLASS_WEIGHTS
 from utils.checkpoint import read_checkpoint
 from utils.distributed import barrier, broadcast_buffers, unwrap, wrap_model
@@ -24,7 +25,7 @@ from utils.logger import setup_logger, tensorboard_writer
 from utils.runtime import apply_cudnn, seed_everything
 from .criterion import FullModel, build_criterion
 from .engine import NonFiniteLossError, evaluate, train_one_epoch
-from .loaders import eval_loader, train_loader
+from .loaders import STRIDE, eval_loader, train_loader
 from .schedule import iterations_per_epoch
 from .testing import FINAL_STATE, RUN_CONFIG, evaluate_model
 
@@ -237,6 +238,7 @@ def train(cfg, cfg_path, ctx):
     Returns:
         dict: the final evaluation (see ``core.testing.evaluate_model``).
     """
+    check_training_inputs(cfg, STRIDE)  # before anything is written or trained
     out_dir = run_directory(cfg, cfg_path)
     stem = os.path.splitext(os.path.basename(cfg_path))[0]
     log_file = setup_logger(out_dir, stem, 'train', ctx.is_main)
@@ -265,7 +267,7 @@ def train(cfg, cfg_path, ctx):
     if cfg.TRAIN.EVAL_INTERVAL > 0:
         val_set = datasets.build_dataset(cfg, cfg.DATASET.TEST_SET, train=False)
         val_loader = eval_loader(val_set, cfg.TEST.BATCH_SIZE_PER_GPU, ctx, cfg.WORKERS,
-                                 cfg.PIN_MEMORY)
+                                 cfg.PIN_MEMORY, cfg.TRAIN.IGNORE_LABEL)
 
     # Without the RBF fill, masked convolutions' Lambda gets no gradient.
     unused = cfg.MASK.USE and cfg.MASK.INTERPOLATION != 'rbf'

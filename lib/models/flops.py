@@ -247,10 +247,11 @@ def with_mean(figures):
 
 
 def flops_table(figures):
-    """Per-exit table of cumulative GFLOPs and parameters, with the GFLOPs mean."""
+    """Per-exit table of cumulative GFLOPs (four decimals, so that tiny models do not
+    show 0.0) and parameters, with the GFLOPs mean."""
     figures = with_mean(figures)
-    rows = ['exit   GFLOPs     params']
+    rows = ['exit      GFLOPs     params']
     for k, (g, p) in enumerate(zip(figures['gflops'], figures['params']), start=1):
-        rows.append(f'{k:>4} {g:>8.1f} {p:>10,}')
-    rows.append(f"mean {figures['gflops_mean']:>8.1f}")
+        rows.append(f'{k:>4} {g:>11.4f} {p:>10,}')
+    rows.append(f"mean {figures['gflops_mean']:>11.4f}")
     return '\n'.join(rows)

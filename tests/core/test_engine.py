@@ -117,15 +117,16 @@ class PerExitCounter:
 
 
 def test_evaluate_builds_one_confusion_matrix_per_exit():
-    labels = torch.tensor([[[0, 1], [2, 255]]])
+    # 32 x 32, the network's stride: nothing to pad.
+    labels = torch.tensor([[[0, 1], [2, 255]]]).repeat_interleave(16, 1).repeat_interleave(16, 2)
     model = Fixed(labels)
-    loader = [(torch.zeros(1, 3, 2, 2), labels, ['x'])]
+    loader = [(torch.zeros(1, 3, 32, 32), labels, ['x'])]
     counter = PerExitCounter()
     meter = FlopsMeter(counter)
     matrices = evaluate(model, loader, 3, 255, DistContext(), flops_meter=meter)
-    assert counter.calls == [((1, 3, 2, 2), ['masks of this forward'] * 3)]
+    assert counter.calls == [((1, 3, 32, 32), ['masks of this forward'] * 3)]
     assert len(matrices) == 4
-    assert matrices[0].mat[:, 0].tolist() == [1, 1, 1]  # everything predicted as 0
-    assert torch.equal(matrices[3].mat, torch.eye(3, dtype=torch.int64))
+    assert matrices[0].mat[:, 0].tolist() == [256] * 3  # everything predicted as 0
+    assert torch.equal(matrices[3].mat, 256 * torch.eye(3, dtype=torch.int64))
     assert matrices[3].mean_iou() == 1.0
     assert meter.gflops() == [1.0, 2.0, 3.0, 4.0] and meter.count == 1

@@ -1,0 +1,105 @@
+"""Checks of a run's data before training starts, so that a missing, unreadable or
+mis-sized file stops the run at once and not after the last epoch.
+
+Only PNG headers are read (the size is in the IHDR chunk, the first 24 bytes): checking
+Cityscapes' 3,475 labelled images takes seconds.
+"""
+import os
+import struct
+
+from utils.errors import DataError
+
+from .lists import LIST_TOOLS_HINT, read_list
+
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+MAX_PROBLEMS = 20
+
+
+def png_size(path):
+    """(height, width) of a PNG file, from its header.
+
+    Args:
+        path (str): the file.
+    Returns:
+        tuple[int, int] or str: the size, or what is wrong with the file.
+    """
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(24)
+    except FileNotFoundError:
+        return 'does not exist'
+    except OSError as e:
+        return f'cannot be read ({e.strerror})'
+    # Signature, then the IHDR chunk: length (4 bytes), type, width and height (big-endian).
+    if len(head) < 24 or head[:8] != PNG_SIGNATURE or head[12:16] != b'IHDR':
+        return 'is not a PNG file (or is truncated)'
+    width, height = struct.unpack('>II', head[16:24])
+    return height, width
+
+
+def list_problems(root, list_path, num_samples=0):
+    """Problems of the samples of one list file: missing or unreadable images and
+    labels, and labels whose size differs from their image's.
+
+    Args:
+        root (str): DATASET.ROOT.
+        list_path (str): list file relative to ``root``.
+        num_samples (int): only the first N samples are used; 0 for all.
+    Returns:
+        list[str]: one line per problem, naming the file.
+    """
+    try:
+        entries = read_list(root, list_path)
+    except (OSError, ValueError) as e:
+        return [str(e)]
+    if num_samples > 0:
+        entries = entries[:num_samples]
+    problems = []
+    for image, label in entries:
+        image_path = os.path.join(root, 'cityscapes', image)
+        image_size = png_size(image_path)
+        if isinstance(image_size, str):
+            problems.append(f'{image_path} {image_size}')
+        if label is None:
+            continue
+        label_path = os.path.join(root, 'cityscapes', label)
+        label_size = png_size(label_path)
+        if isinstance(label_size, str):
+            problems.append(f'{label_path} {label_size}')
+        elif not isinstance(image_size, str) and label_size != image_size:
+            problems.append(f'{label_path} is {label_size[1]}x{label_size[0]} but its image '
+                            f'{image_path} is {image_size[1]}x{image_size[0]}')
+    return problems
+
+
+def check_training_inputs(cfg, stride=32):
+    """Check every list file that a training run reads (DATASET.TRAIN_SET, the
+    EXTRA_TRAIN_SET when EXTRA_EPOCH > 0, and DATASET.TEST_SET for validation and the
+    final evaluation), each listed image and label, and TRAIN.IMAGE_SIZE against the
+    network's stride.
+
+    Args:
+        cfg (CfgNode): the merged config.
+        stride (int): the network's stride; crops must be multiples of it.
+    Raises:
+        DataError: listing up to 20 problems, with file names.
+    """
+    problems = []
+    width, height = cfg.TRAIN.IMAGE_SIZE
+    if width % stride or height % stride:
+        problems.append(f'TRAIN.IMAGE_SIZE [{width}, {height}] (width, height) must be '
+                        f"multiples of the network's stride {stride}")
+    lists = [(cfg.DATASET.TRAIN_SET, cfg.TRAIN.NUM_SAMPLES)]
+    if cfg.TRAIN.EXTRA_EPOCH > 0 and cfg.DATASET.EXTRA_TRAIN_SET:
+        lists.append((cfg.DATASET.EXTRA_TRAIN_SET, cfg.TRAIN.NUM_SAMPLES))
+    lists.append((cfg.DATASET.TEST_SET, cfg.TEST.NUM_SAMPLES))
+    for list_path, num_samples in dict.fromkeys(lists):
+        problems += list_problems(cfg.DATASET.ROOT, list_path, num_samples)
+    if problems:
+        shown = problems[:MAX_PROBLEMS]
+        more = len(problems) - len(shown)
+        raise DataError(f'{len(problems)} problem(s) in the data of this run '
+                        f'(DATASET.ROOT {cfg.DATASET.ROOT}); nothing was trained:\n  '
+                        + '\n  '.join(shown)
+                        + (f'\n  ... and {more} more' if more else '')
+                        + f'\n{LIST_TOOLS_HINT}')
