@@ -4,8 +4,8 @@
   other layer counts. GFLOPs = multiply-adds / 1024^3.
 - A masked convolution with mask density p costs ``that * p`` plus, for the RBF fill,
   ``(1 - p) * p * C_out * 49 * H_out * W_out``.
-- Parameters: trainable parameters of the convolutions (``Lambda`` included) and
-  BatchNorms that ran.
+- Parameters: all parameters of the convolutions (``Lambda`` included) and BatchNorms
+  (any kind: ``BatchNorm2d``, ``SyncBatchNorm``) that ran, trainable or frozen.
 - Exit k's figure is everything run to produce output k (cumulative).
 
 Two ways to the same figures:
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .masked_conv import RBF_SIZE, MaskedConv2d
 
@@ -55,8 +56,10 @@ def conv_multiply_adds(conv, output):
                                 conv.rbf, (h, w))
 
 
-def _trainable(module):
-    return sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad)
+def _own_parameters(module):
+    # Frozen ones too: the evaluation at the end of a TRAIN.EE_ONLY run sees a frozen
+    # backbone, whose parameters are still the model's.
+    return sum(p.numel() for p in module.parameters(recurse=False))
 
 
 def _run_counting(model, x, on_conv):
@@ -74,10 +77,10 @@ def _run_counting(model, x, on_conv):
             on_conv(k, module, output)
         if module not in counted:
             counted.add(module)
-            params[k] += _trainable(module)
+            params[k] += _own_parameters(module)
 
     handles = [m.register_forward_hook(hook) for m in part_of
-               if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+               if isinstance(m, (nn.Conv2d, _BatchNorm))]
     was_training = model.training
     # The hooks count the modules that run; sparse execution bypasses them, and the
     # accounting is the same whatever the execution, so count on the dense path.

@@ -140,3 +140,25 @@ def test_counter_tabulates_each_input_size_once():
             _, masks = model(x, return_masks=True)
         assert counter.gflops(x.shape, masks)[0].tolist() == anytime_flops(model, x[:1])['gflops']
     assert sorted(counter._tables) == [(32, 64), (64, 64)]
+
+
+def test_frozen_parameters_count_as_parameters():
+    model = tiny_model('adpc').eval()
+    x = torch.randn(1, 3, 64, 64)
+    reference = anytime_flops(model, x)['params']
+    for p in model.parameters():  # as after TRAIN.EE_ONLY: the backbone frozen
+        p.requires_grad_(False)
+    for head in (model.exit1, model.exit2, model.exit3):
+        head.requires_grad_(True)
+    assert anytime_flops(model, x)['params'] == reference
+    assert FlopsCounter(model).params(x.shape[-2:]) == reference
+
+
+def test_sync_batchnorm_counts_as_batchnorm():
+    model = tiny_model('adpc').eval()
+    x = torch.randn(1, 3, 64, 64)
+    reference = anytime_flops(model, x)
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model).eval()
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
+    assert anytime_flops(synced, x) == reference
+    assert FlopsCounter(synced).params(x.shape[-2:]) == reference['params']
