@@ -17,6 +17,7 @@ import _init_paths  # noqa: F401
 import torch
 
 from config import config, update_config
+from core.loaders import STRIDE, padded_size
 from models.masked_conv import MaskedConv2d
 from models.model_anytime import build_model
 from models.sparse.benchmark import benchmark_end_to_end, benchmark_evaluation, \
@@ -96,13 +97,18 @@ def main():
     if args.rbf_lambda is not None:
         set_rbf_lambda(model, args.rbf_lambda)
     model = model.to(device).eval()
-    x = torch.randn(1, 3, *args.shape, device=device)
+    shape = padded_size(args.shape)
+    if shape != tuple(args.shape):
+        print(f'input {tuple(args.shape)} padded to {shape} (right and bottom, to a multiple '
+              f"of the network's stride {STRIDE}, as in evaluation): the figures are those of "
+              'the padded input, which is what runs')
+    x = torch.randn(1, 3, *shape, device=device)
     machine = {'torch': torch.__version__, 'threads': torch.get_num_threads(),
                'device': torch.cuda.get_device_name(device) if device.type == 'cuda'
-               else cpu_name(), 'shape': list(args.shape),
+               else cpu_name(), 'shape': list(shape),
                'cfg': args.cfg, 'opts': args.opts, 'rbf_lambda': args.rbf_lambda}
     print(f"torch {machine['torch']}, {machine['threads']} threads, {machine['device']}, "
-          f"input {tuple(args.shape)}, {args.cfg}")
+          f"input {shape}, {args.cfg}")
     result = {'machine': machine}
     if not args.skip_segments:
         rows = benchmark_segments(model, x, args.densities, args.warmup, args.repeats)
