@@ -15,7 +15,7 @@ Two ways to the same figures:
   ``tools/get_flops.py``.
 - :class:`FlopsCounter` turns the masks of a forward that already ran (the evaluation's
   own, on any execution path: ``model(x, return_masks=True)``) into per-image figures,
-  with a cost table built once per input size on the ``meta`` device: no second forward.
+  with a cost table built once per input size: no second forward per image.
 """
 import copy
 from dataclasses import dataclass
@@ -156,8 +156,9 @@ class ConvCost:
 
 def cost_table(model, input_size):
     """The :class:`ConvCost` of every convolution that runs for an input of
-    ``input_size``, and the parameters of each part, from one pass on the ``meta``
-    device (shapes only: no memory, no compute; ``model`` is not modified).
+    ``input_size``, and the parameters of each part, from one dense pass with hooks on a
+    blank input (``model`` is left as it was). One forward: on the ``meta`` device,
+    where every operator runs in Python, it would take longer for small inputs.
 
     Args:
         model (AnytimeHRNet): the network.
@@ -166,8 +167,6 @@ def cost_table(model, input_size):
         tuple[list[ConvCost], list[int]]: the convolutions in order, and the parameters
         of each part (not cumulative).
     """
-    if not next(model.parameters()).is_meta:
-        model = copy.deepcopy(model).to('meta')
     convs = []
 
     def record(k, conv, output):
@@ -176,7 +175,8 @@ def cost_table(model, input_size):
         convs.append(ConvCost(k, conv.weight.numel() * size[0] * size[1], size,
                               conv.out_channels, masked, masked and conv.rbf))
 
-    params = _run_counting(model, torch.empty(1, 3, *input_size, device='meta'), record)
+    blank = torch.zeros(1, 3, *input_size, device=next(model.parameters()).device)
+    params = _run_counting(model, blank, record)
     return convs, params
 
 
@@ -228,7 +228,8 @@ class FlopsCounter:
         def density(k, size):
             if (k, size) not in densities:
                 mask = masks[k - 1].at(size)
-                densities[k, size] = [1.0] * mask.shape[0] if mask.is_meta else                     [mask[i:i + 1].mean().item() for i in range(mask.shape[0])]
+                densities[k, size] = [1.0] * mask.shape[0] if mask.is_meta else [
+                    mask[i:i + 1].mean().item() for i in range(mask.shape[0])]
             return densities[k, size]
 
         multiply_adds = [[0] * len(params) for _ in range(batch)]
