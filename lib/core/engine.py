@@ -6,6 +6,8 @@ import torch
 from tqdm import tqdm
 
 from utils.distributed import all_reduce
+from .criterion import upsample_to
+from .inference import multi_pass_inference
 from .metrics import ConfusionMatrix
 from .schedule import poly_lr, set_lr
 
@@ -128,7 +130,7 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
 
 @torch.no_grad()
 def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_meter=None,
-             desc='eval'):
+             desc='eval', modes=None, writer=None):
     """Per-exit confusion matrices of ``model`` over ``loader``, summed over processes.
 
     Args:
@@ -139,8 +141,13 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
         ignore_label (int): TRAIN.IGNORE_LABEL.
         ctx (DistContext): this process.
         num_exits (int): number of outputs of the model.
-        flops_meter (FlopsMeter or None): also measure the cost of every exit.
+        flops_meter (FlopsMeter or None): also measure the cost of every exit (with
+            ``modes``, the cost of all the passes of an image).
         desc (str): progress-bar label.
+        modes (EvalModes or None): flip, multi-scale and sliding-window passes (see
+            ``core.inference``); None or a single whole-image pass: the batch as it is.
+        writer (SubmissionWriter or None): also write the full-size predictions of its
+            exits.
 
     Returns:
         list[ConfusionMatrix]: one per exit, reduced over all processes (the meter, if
@@ -153,16 +160,51 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
                       dynamic_ncols=True):
         images = batch[0].to(ctx.device, non_blocking=True)
         labels = batch[1].long().to(ctx.device, non_blocking=True)
-        outputs = model(images)
-        if len(outputs) != num_exits:
-            raise ValueError(f'the model returned {len(outputs)} outputs, expected {num_exits}')
-        for matrix, logits in zip(matrices, outputs):
-            matrix.update(logits, labels)
-        if flops_meter is not None:
-            flops_meter.update(model, images)
+        if modes is None or modes.single_pass(images.shape[-2:]):
+            outputs = model(images)
+            if len(outputs) != num_exits:
+                raise ValueError(f'the model returned {len(outputs)} outputs, expected '
+                                 f'{num_exits}')
+            if flops_meter is not None:
+                flops_meter.update(model, images)
+            _score_exits(outputs, labels, batch[2], matrices, writer)
+            continue
+        for i in range(images.shape[0]):  # passes run image by image
+            result = multi_pass_inference(_costed_forward(model, flops_meter),
+                                          images[i:i + 1], modes)
+            if result.num_exits != num_exits:
+                raise ValueError(f'the model returned {result.num_exits} outputs, expected '
+                                 f'{num_exits}')
+            if flops_meter is not None:
+                flops_meter.add(result.cost, result.forwards)
+            # One exit's full-size scores at a time (all four would need 4x the memory).
+            scores = (result.scores(k) for k in range(num_exits))
+            _score_exits(scores, labels[i:i + 1], batch[2][i:i + 1], matrices, writer)
     for matrix in matrices:
         matrix.reduce_from_all_processes()
     if flops_meter is not None:
         flops_meter.reduce_from_all_processes(num_exits)
     model.train(was_training)
     return matrices
+
+
+def _score_exits(outputs, labels, names, matrices, writer):
+    """Add each exit's scores (any resolution) to its matrix and, for the writer's exits,
+    queue the full-size predictions."""
+    for k, (matrix, scores) in enumerate(zip(matrices, outputs), start=1):
+        if writer is None or k not in writer.exits:
+            matrix.update(scores, labels)
+            continue
+        predictions = upsample_to(scores, labels.shape[-2:]).argmax(dim=1)  # N x H x W
+        matrix.add(predictions, labels)
+        for name, prediction in zip(names, predictions.cpu().numpy()):
+            writer.add(k, name, prediction)
+
+
+def _costed_forward(model, flops_meter):
+    """``forward(x) -> (logits, cost)`` for multi-pass inference: the cost of every pass
+    is measured as plain evaluation measures an image."""
+    def forward(x):
+        cost = None if flops_meter is None else flops_meter.measure(model, x)
+        return model(x), cost
+    return forward

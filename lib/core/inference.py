@@ -54,6 +54,12 @@ class EvalModes:
             raise ValueError(f'scales {self.scales} need a positive base size '
                              f'(got {self.base_size}) and positive values')
 
+    def single_pass(self, size):
+        """Whether an image of ``size`` (h, w) goes through one forward of the whole
+        image as it is, i.e. plain evaluation."""
+        return not self.scales and not self.flip and \
+            len(crop_windows(size, self.crop_size)) == 1
+
 
 def scaled_size(size, scale, base_size):
     """(h, w) of an image of ``size`` whose long side becomes ``base_size * scale``

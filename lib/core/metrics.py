@@ -30,8 +30,12 @@ class ConfusionMatrix:
             logits (Tensor): N x C x h x w.
             labels (Tensor): N x H x W train ids or ignore_label.
         """
+        self.add(upsample_to(logits, labels.shape[-2:]).argmax(dim=1), labels)
+
+    @torch.no_grad()
+    def add(self, pred, labels):
+        """Add predicted classes (N x H x W) and their labels (N x H x W)."""
         n = self.num_classes
-        pred = upsample_to(logits, labels.shape[-2:]).argmax(dim=1)  # N x H x W
         valid = labels != self.ignore_label
         gt = labels[valid].long()
         if gt.numel() and (gt.min() < 0 or gt.max() >= n):
@@ -95,6 +99,7 @@ class FlopsMeter:
         self.per_image = per_image
         self.gflops_sum = None
         self.count = 0
+        self.forwards = 0  # forwards of the measured images (more than one with passes)
         self.params = None
 
     @torch.no_grad()
@@ -103,11 +108,22 @@ class FlopsMeter:
         for i in range(images.shape[0]):
             if self.count and not self.per_image:
                 return
-            stats = self.flops_fn(model, images[i:i + 1])
-            gflops = torch.tensor(stats['gflops'], dtype=torch.float64)
-            self.gflops_sum = gflops if self.gflops_sum is None else self.gflops_sum + gflops
-            self.params = [int(p) for p in stats['params']]
-            self.count += 1
+            self.add(self.measure(model, images[i:i + 1]))
+
+    @torch.no_grad()
+    def measure(self, model, x):
+        """GFLOPs per exit (list) of one batch-1 input; also records the parameters."""
+        stats = self.flops_fn(model, x)
+        self.params = [int(p) for p in stats['params']]
+        return stats['gflops']
+
+    def add(self, gflops, forwards=1):
+        """Count one image that cost ``gflops`` per exit over ``forwards`` forwards (its
+        passes and crops)."""
+        gflops = torch.tensor(gflops, dtype=torch.float64)
+        self.gflops_sum = gflops if self.gflops_sum is None else self.gflops_sum + gflops
+        self.count += 1
+        self.forwards += forwards
 
     def reduce_from_all_processes(self, num_exits):
         """Combine the measurements of all processes (every process gets the result).
@@ -116,14 +132,15 @@ class FlopsMeter:
             num_exits (int): length of the per-exit lists, for processes that measured
                 no image.
         """
-        local = torch.zeros(num_exits + 1, dtype=torch.float64)
+        local = torch.zeros(num_exits + 2, dtype=torch.float64)
         if self.count:
             local[:num_exits] = self.gflops_sum
-            local[num_exits] = self.count
+            local[num_exits:] = torch.tensor([self.count, self.forwards])
         local = all_reduce(local)
         # Parameters do not depend on the image; processes without an image report 0.
         params = all_reduce(torch.tensor(self.params or [0] * num_exits), op='max')
-        self.gflops_sum, self.count = local[:num_exits], int(local[num_exits].item())
+        self.gflops_sum = local[:num_exits]
+        self.count, self.forwards = (int(v) for v in local[num_exits:].tolist())
         self.params = params.tolist()
         return self
 
