@@ -28,6 +28,9 @@ import torch.nn.functional as F
 
 # Crops overlap by a third: the stride is 2/3 of the crop, as in HRNet-Segmentation.
 CROP_STRIDE = 2 / 3
+# Forward inputs are padded to a multiple of the network's total stride (rescaled passes
+# rarely have such sizes); scores are read back from the unpadded part.
+PAD_MULTIPLE = 32
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,15 @@ class EvalModes:
         crop_size (tuple[int, int] or None): (height, width) of the sliding-window crops
             (TEST.IMAGE_SIZE); a pass larger than it in either direction is evaluated
             crop by crop. None: always the whole input. Default None.
+        pad_multiple (int): every forward's input is zero-padded at the bottom and right
+            to a multiple of this; 32, the network's total stride, since copy
+            aggregation needs exits of equal size. Default 32.
     """
     scales: tuple = ()
     base_size: int = 0
     flip: bool = False
     crop_size: tuple = None
+    pad_multiple: int = PAD_MULTIPLE
 
     def __post_init__(self):
         if self.scales and (self.base_size <= 0 or min(self.scales) <= 0):
@@ -107,6 +114,14 @@ def crop_windows(size, crop_size):
             for top in window_starts(h, ch) for left in window_starts(w, cw)]
 
 
+def pad_to_multiple(x, multiple):
+    """Zero-pad N x C x h x w ``x`` at the bottom and right to multiples of ``multiple``
+    (zero is the mean colour of a normalised image)."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
+
 def resize(x, size):
     """Bilinear resize of N x C x h x w ``x`` to ``size`` (no-op when equal)."""
     if tuple(x.shape[-2:]) == tuple(size):
@@ -121,7 +136,8 @@ class Pass:
     size: tuple      # (h, w) of the resized input
     flipped: bool
     windows: list    # (top, left, height, width) per crop
-    logits: list     # per crop: the exits' logits, each 1 x C x h' x w' covering the crop
+    padded: list     # (h, w) of each crop after padding (its logits cover that)
+    logits: list     # per crop: the exits' logits, each 1 x C x h' x w
 
 
 class MultiPassResult:
@@ -156,8 +172,8 @@ class MultiPassResult:
         first = p.logits[0][k]
         total = first.new_zeros(first.shape[:2] + tuple(p.size))
         count = first.new_zeros((1, 1) + tuple(p.size))
-        for (top, left, h, w), logits in zip(p.windows, p.logits):
-            scores = resize(logits[k], (h, w))
+        for (top, left, h, w), padded, logits in zip(p.windows, p.padded, p.logits):
+            scores = resize(logits[k], padded)[:, :, :h, :w]
             if probabilities:
                 scores = scores.softmax(dim=1)
             total[:, :, top:top + h, left:left + w] += scores
@@ -174,8 +190,9 @@ def multi_pass_inference(forward, image, modes):
 
     Args:
         forward (callable): ``forward(x)`` -> ``(outputs, cost)`` for a 1 x 3 x h x w
-            input: ``outputs`` the exits' logits (each 1 x C x h' x w', covering ``x``),
-            ``cost`` a per-exit list (e.g. GFLOPs of this forward) or None.
+            input (padded to ``modes.pad_multiple``): ``outputs`` the exits' logits (each 1 x C x
+            h' x w', covering ``x``), ``cost`` a per-exit list (e.g. GFLOPs of this
+            forward) or None.
         image (Tensor): 1 x 3 x H x W, normalised as in evaluation.
         modes (EvalModes): the passes.
 
@@ -194,12 +211,15 @@ def multi_pass_inference(forward, image, modes):
         for flipped in (False, True) if modes.flip else (False,):
             view = x.flip(-1) if flipped else x
             windows = crop_windows(scaled, modes.crop_size)
-            logits = []
+            logits, padded = [], []
             for top, left, h, w in windows:
-                outputs, crop_cost = forward(view[:, :, top:top + h, left:left + w])
+                crop = pad_to_multiple(view[:, :, top:top + h, left:left + w],
+                                       modes.pad_multiple)
+                outputs, crop_cost = forward(crop)
                 logits.append(list(outputs))
+                padded.append(tuple(crop.shape[-2:]))
                 if crop_cost is not None:
                     cost = list(crop_cost) if cost is None else \
                         [a + b for a, b in zip(cost, crop_cost)]
-            passes.append(Pass(scaled, flipped, windows, logits))
+            passes.append(Pass(scaled, flipped, windows, padded, logits))
     return MultiPassResult(passes, size, cost)

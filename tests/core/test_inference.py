@@ -83,7 +83,7 @@ def test_overlapping_crops_average_their_probabilities():
     image = torch.zeros(1, 3, 8, 20)
     image[..., 10:] = 3.0
     result = multi_pass_inference(plain_forward(CropMean()), image,
-                                  EvalModes(crop_size=(8, 12)))
+                                  EvalModes(crop_size=(8, 12), pad_multiple=1))
     assert [p.windows for p in result.passes] == [[(0, 0, 8, 12), (0, 8, 8, 12)]]
     mean_a, mean_b = image[..., :12].mean(), image[..., 8:].mean()
     for k in range(4):
@@ -126,7 +126,7 @@ class PixelWise(nn.Module):
 
 def test_flip_of_an_equivariant_model_changes_nothing():
     torch.manual_seed(2)
-    image = torch.randn(1, 3, 32, 48)
+    image = torch.randn(1, 3, 32, 64)  # no padding, which only one side of a view gets
     model = PixelWise()
     with torch.no_grad():
         plain = multi_pass_inference(plain_forward(model), image, EvalModes())
@@ -144,7 +144,8 @@ def test_flip_of_a_position_dependent_model_averages_the_mirror_image():
         logits = torch.cat([ramp.expand(1, 1, 2, 8), torch.zeros(1, 1, 2, 8)], dim=1)
         return [logits] * 4, None
 
-    result = multi_pass_inference(forward, torch.zeros(1, 3, 2, 8), EvalModes(flip=True))
+    result = multi_pass_inference(forward, torch.zeros(1, 3, 2, 8),
+                                  EvalModes(flip=True, pad_multiple=1))
     right, mirrored = torch.softmax(torch.cat([ramp, ramp * 0]), 0), \
         torch.softmax(torch.cat([ramp.flip(-1), ramp * 0]), 0)
     assert torch.allclose(result.scores(0)[0, :, 0], ((right + mirrored) / 2)[:, 0, 0])
@@ -159,9 +160,11 @@ def test_multi_scale_is_the_mean_of_single_scale_runs(masked):
         for size in ((32, 64), (48, 96)):
             x = F.interpolate(image, size=size, mode='bilinear', align_corners=False)
             for flip in (False, True):
-                outputs = model(x.flip(-1) if flip else x)  # its own masks and aggregation
+                # Padded to multiples of 32: 48 x 96 runs as 64 x 96, zeros below.
+                padded = F.pad(x.flip(-1) if flip else x, (0, 0, 0, -size[0] % 32))
+                outputs = model(padded)  # its own masks and copy aggregation
                 for k, logits in enumerate(outputs):
-                    p = upsampled(logits, size).softmax(1)
+                    p = upsampled(logits, padded.shape[-2:])[..., :size[0], :].softmax(1)
                     p = p.flip(-1) if flip else p
                     by_hand[k] += upsampled(p, (32, 64)) / 4
     assert result.forwards == 4
@@ -177,10 +180,11 @@ def test_cost_is_summed_over_every_forward():
         costs.append(x.shape[-1])
         return CropMean()(x), [x.shape[-1] * 1.0, 2.0]
 
-    result = multi_pass_inference(forward, image, EvalModes(flip=True, crop_size=(8, 12)))
+    modes = EvalModes(flip=True, crop_size=(8, 12), pad_multiple=1)
+    result = multi_pass_inference(forward, image, modes)
     assert result.forwards == 4 and len(costs) == 4
     assert result.cost == [48.0, 8.0]
-    no_cost = multi_pass_inference(plain_forward(CropMean()), image, EvalModes())
+    no_cost = multi_pass_inference(plain_forward(CropMean()), image, EvalModes(pad_multiple=1))
     assert no_cost.cost is None
 
 
