@@ -157,3 +157,18 @@ def test_sliding_windows_count_every_crop(setup, plain, tmp_path):
     assert slid['Gflops'] == pytest.approx([1.5 * g for g in plain['Gflops']], rel=1e-9)
     stats = json.load(open(os.path.join(out, 'test_stats.json')))
     assert stats['forwards_per_image'] == 3 and stats['crop_size'] == [HEIGHT, HEIGHT]
+
+
+def test_command_line_takes_submit_after_the_overrides(setup, tmp_path):
+    import subprocess
+    root, checkpoint = setup
+    proc = subprocess.run(
+        [sys.executable, 'tools/test_ee.py', '--cfg', TINY, 'DATASET.ROOT', root,
+         'OUTPUT_DIR', str(tmp_path), 'TEST.MODEL_FILE', checkpoint,
+         'DATASET.TEST_SET', 'list/cityscapes/test.lst', '--submit', str(tmp_path / 'sub'),
+         '--exit', '4'], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert os.listdir(tmp_path / 'sub') == ['exit4']
+    assert len(os.listdir(tmp_path / 'sub' / 'exit4')) == 2
+    assert 'predictions only' in proc.stdout + proc.stderr
