@@ -8,6 +8,12 @@ import os
 import tempfile
 import time
 
+import cv2
+import numpy as np
+
+from datasets.labels import label_ids_to_train_ids
+from datasets.synthetic import render_scene
+from .submission import SubmissionWriter
 from .testing import evaluate_model
 
 logger = logging.getLogger(__name__)
@@ -82,3 +88,30 @@ def cost_table(rows):
         lines.append(f"| {r['mode']} | {r['seconds']:.1f} | {r['time_ratio']:.2f} | "
                      f"{r['gflops_mean']:.3f} | {r['gflops_ratio']:.2f} |")
     return '\n'.join(lines)
+
+
+def scene_predictions(count, height, width, seed=0):
+    """``count`` trainId maps of street scenes (synthetic labels, drawn at a quarter of
+    the size and enlarged: regions as large as a network's predictions have), as
+    stand-ins for predictions when timing the PNG writer."""
+    maps = []
+    for i in range(count):
+        _, label_ids = render_scene(height // 4, width // 4, np.random.default_rng([seed, i]))
+        train_ids = label_ids_to_train_ids(label_ids, ignore_label=0)
+        maps.append(cv2.resize(train_ids.astype(np.uint8), (width, height),
+                               interpolation=cv2.INTER_NEAREST).astype(np.int64))
+    return maps
+
+
+def time_writer(predictions, threads, num_exits=4):
+    """Seconds the evaluating thread spends handing ``predictions`` (trainId maps, one
+    image each) to a :class:`SubmissionWriter` for ``num_exits`` exits and waiting for
+    the last file: all of the writing with ``threads`` 0, only what the pool cannot
+    absorb otherwise."""
+    with tempfile.TemporaryDirectory() as root:
+        start = time.perf_counter()
+        with SubmissionWriter(root, list(range(1, num_exits + 1)), threads) as writer:
+            for i, prediction in enumerate(predictions):
+                for k in range(1, num_exits + 1):
+                    writer.add(k, f'city_{i:06d}_000019', prediction)
+        return time.perf_counter() - start
