@@ -3,7 +3,6 @@ GFLOPs of ``core.testing.evaluate_model`` on the same images and weights.
 
 Used by ``tools/time_eval_modes.py``; the README's table of evaluation modes comes from it.
 """
-import logging
 import os
 import tempfile
 import time
@@ -15,8 +14,6 @@ from datasets.labels import label_ids_to_train_ids
 from datasets.synthetic import render_scene
 from .submission import SubmissionWriter
 from .testing import evaluate_model
-
-logger = logging.getLogger(__name__)
 
 # Mode name -> (config overrides, submission writer threads or None for no --submit).
 MODES = {

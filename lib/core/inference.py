@@ -23,7 +23,6 @@ evaluation (one scale, no flip, image within the crop) is today's evaluation exa
 import math
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 
 # Crops overlap by a third: the stride is 2/3 of the crop, as in HRNet-Segmentation.
@@ -137,7 +136,7 @@ class Pass:
     flipped: bool
     windows: list    # (top, left, height, width) per crop
     padded: list     # (h, w) of each crop after padding (its logits cover that)
-    logits: list     # per crop: the exits' logits, each 1 x C x h' x w
+    logits: list     # per crop: the exits' logits, each 1 x C x h' x w'
 
 
 class MultiPassResult:
@@ -190,9 +189,9 @@ def multi_pass_inference(forward, image, modes):
 
     Args:
         forward (callable): ``forward(x)`` -> ``(outputs, cost)`` for a 1 x 3 x h x w
-            input (padded to ``modes.pad_multiple``): ``outputs`` the exits' logits (each 1 x C x
-            h' x w', covering ``x``), ``cost`` a per-exit list (e.g. GFLOPs of this
-            forward) or None.
+            input (padded to ``modes.pad_multiple``): ``outputs`` the exits' logits
+            (each 1 x C x h' x w', covering ``x``), ``cost`` a per-exit list (e.g.
+            GFLOPs of this forward) or None.
         image (Tensor): 1 x 3 x H x W, normalised as in evaluation.
         modes (EvalModes): the passes.
 
@@ -207,7 +206,7 @@ def multi_pass_inference(forward, image, modes):
     sizes = [scaled_size(size, s, modes.base_size) for s in modes.scales] or [size]
     passes, cost = [], None
     for scaled in sizes:
-        x = resize(image, scaled)
+        x = resize(image, scaled)  # the normalised tensor, bilinear (linear in the colours)
         for flipped in (False, True) if modes.flip else (False,):
             view = x.flip(-1) if flipped else x
             windows = crop_windows(scaled, modes.crop_size)
