@@ -3,20 +3,56 @@
     python tools/test_ee.py --cfg experiments/cityscapes/w48.yaml TEST.MODEL_FILE <ckpt>.pth
     python tools/test_ee.py --cfg <run output dir>/config.yaml
     torchrun --nproc_per_node 4 tools/test_ee.py --cfg ... TEST.MODEL_FILE <ckpt>.pth
+    python tools/test_ee.py --cfg ... TEST.MODEL_FILE <ckpt>.pth \\
+        DATASET.TEST_SET list/cityscapes/test.lst --submit DIR [--exit K]
 
 Writes result.txt (per-exit mIoU x 100 and their mean) and test_stats.json into the
 run's directory (for a run's config.yaml) or OUTPUT_DIR/<dataset>/<cfg file stem>/.
+``--submit DIR`` also writes the predictions as labelId PNGs for the Cityscapes server,
+one folder per exit (``--exit K``: exit K only); a list without labels gets predictions
+only. TEST.FLIP_TEST, TEST.MULTI_SCALE and TEST.SCALE_LIST add flipped and rescaled
+passes; inputs larger than TEST.IMAGE_SIZE run as sliding windows.
 """
+import sys
+from functools import partial
+
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 from core.testing import run_evaluation
 from utils.launch import default_argument_parser, launch
+
+# Options that may also follow the KEY VALUE overrides (as in the README's commands).
+TRAILING_OPTIONS = ('--submit', '--exit')
+
+
+def options_first(argv, names=TRAILING_OPTIONS):
+    """``argv`` with the options ``names`` (and their values) moved to the front, since
+    the overrides take every argument after the first KEY."""
+    front, rest, i = [], [], 0
+    while i < len(argv):
+        name = argv[i].split('=', 1)[0]
+        if name in names:
+            takes_value = '=' not in argv[i] and i + 1 < len(argv)
+            front += argv[i:i + 2] if takes_value else argv[i:i + 1]
+            i += 2 if takes_value else 1
+        else:
+            rest.append(argv[i])
+            i += 1
+    return front + rest
 
 
 def main(argv=None):
     parser = default_argument_parser('Evaluate an anytime segmentation network',
                                      cfg_help="experiment YAML file, or a training run's "
                                               'config.yaml')
-    launch(run_evaluation, parser.parse_args(argv))
+    parser.add_argument('--submit', metavar='DIR',
+                        help='also write labelId PNGs for the Cityscapes benchmark server '
+                             'into DIR/exit<K>/ (the only output for a list without labels)')
+    parser.add_argument('--exit', type=int, metavar='K',
+                        help='with --submit: write exit K (1-4) only')
+    args = parser.parse_args(options_first(sys.argv[1:] if argv is None else argv))
+    if args.exit is not None and args.submit is None:
+        parser.error('--exit K selects the exit that --submit writes; add --submit DIR')
+    launch(partial(run_evaluation, submit_dir=args.submit, submit_exit=args.exit), args)
 
 
 if __name__ == '__main__':

@@ -93,15 +93,15 @@ _C.TRAIN.ALLE_ONLY = False  # train exits 1-3 and last_layer (rest frozen) at EX
 _C.TRAIN.EVAL_INTERVAL = 1  # validate every N epochs, keeping best.pth by mean mIoU (0 = never)
 
 _C.TEST = CN()
-_C.TEST.IMAGE_SIZE = [2048, 1024]  # evaluation size [width, height] (whole image)
-_C.TEST.BASE_SIZE = 2048  # long side of evaluation images
+_C.TEST.IMAGE_SIZE = [2048, 1024]  # [width, height]; larger inputs run as sliding windows of it
+_C.TEST.BASE_SIZE = 2048  # long side of scale 1 of TEST.SCALE_LIST
 _C.TEST.BATCH_SIZE_PER_GPU = 32  # evaluation batch of one process (1 for masked models' FLOPs)
 _C.TEST.NUM_SAMPLES = 0  # evaluate only the first N images (0 = all)
 _C.TEST.MODEL_FILE = ''  # checkpoint to evaluate
-_C.TEST.FLIP_TEST = False  # unused; kept so that original configs load
-_C.TEST.MULTI_SCALE = False  # unused; kept so that original configs load
+_C.TEST.FLIP_TEST = False  # add each pass's horizontal flip (softmax probabilities averaged)
+_C.TEST.MULTI_SCALE = False  # one pass per TEST.SCALE_LIST entry (else the image as it is)
 _C.TEST.CENTER_CROP_TEST = False  # unused; kept so that original configs load
-_C.TEST.SCALE_LIST = [1]  # unused; kept so that original configs load
+_C.TEST.SCALE_LIST = [1]  # with MULTI_SCALE: long side = BASE_SIZE x scale, e.g. [0.5, ..., 1.75]
 _C.TEST.SUB_DIR = ''  # unused; kept so that original configs load
 
 _C.PYRAMID_TEST = CN()

@@ -6,6 +6,8 @@ import torch
 from tqdm import tqdm
 
 from utils.distributed import all_reduce
+from .criterion import upsample_to
+from .inference import multi_pass_inference
 from .loaders import pad_to, padded_size
 from .metrics import ConfusionMatrix
 from .schedule import poly_lr, set_lr
@@ -155,7 +157,7 @@ def padded_groups(batch, ignore_label):
 
 @torch.no_grad()
 def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_meter=None,
-             desc='eval'):
+             desc='eval', modes=None, writer=None):
     """Per-exit confusion matrices of ``model`` over ``loader``, summed over processes.
 
     Images of any size are padded to a multiple of the network's stride (see
@@ -173,8 +175,13 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
         ctx (DistContext): this process.
         num_exits (int): number of outputs of the model.
         flops_meter (FlopsMeter or None): also count the cost of every exit, from the
-            masks of the same forward.
+            masks of the same forward (with ``modes``, the cost of all the passes of an
+            image).
         desc (str): progress-bar label.
+        modes (EvalModes or None): flip, multi-scale and sliding-window passes (see
+            ``core.inference``); None or a single whole-image pass: the batch as it is.
+        writer (SubmissionWriter or None): also write the full-size predictions of its
+            exits.
 
     Returns:
         list[ConfusionMatrix]: one per exit, reduced over all processes (the meter, if
@@ -185,22 +192,68 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
     matrices = [ConfusionMatrix(num_classes, ignore_label) for _ in range(num_exits)]
     for batch in tqdm(loader, desc=desc, disable=not ctx.is_main, leave=False,
                       dynamic_ncols=True):
-        for _, images, labels in padded_groups(batch, ignore_label):
-            images = images.to(ctx.device, non_blocking=True)
-            labels = labels.to(ctx.device, non_blocking=True)
-            if flops_meter is None:
-                outputs = model(images)
-            else:
-                outputs, masks = model(images, return_masks=True)
-                flops_meter.update(images.shape, masks)
-            if len(outputs) != num_exits:
-                raise ValueError(f'the model returned {len(outputs)} outputs, expected '
+        sizes = batch[3].tolist() if len(batch) > 3 else None
+        if modes is None or modes.single_pass(batch[0].shape[-2:]):
+            for rows, images, labels in padded_groups(batch, ignore_label):
+                images = images.to(ctx.device, non_blocking=True)
+                labels = labels.to(ctx.device, non_blocking=True)
+                if flops_meter is None:
+                    outputs = model(images)
+                else:
+                    outputs, masks = model(images, return_masks=True)
+                    flops_meter.update(images.shape, masks)
+                if len(outputs) != num_exits:
+                    raise ValueError(f'the model returned {len(outputs)} outputs, expected '
+                                     f'{num_exits}')
+                _score_exits(outputs, labels, [batch[2][r] for r in rows], matrices, writer,
+                             None if sizes is None else [sizes[r] for r in rows])
+            continue
+        for i in range(batch[0].shape[0]):  # passes run image by image, at its own size
+            size = batch[0].shape[-2:] if sizes is None else padded_size(sizes[i])
+            image = pad_to(batch[0][i:i + 1], size, 0.0).to(ctx.device, non_blocking=True)
+            labels = pad_to(batch[1][i:i + 1].long(), size, ignore_label).to(ctx.device)
+            result = multi_pass_inference(_costed_forward(model, flops_meter), image, modes)
+            if result.num_exits != num_exits:
+                raise ValueError(f'the model returned {result.num_exits} outputs, expected '
                                  f'{num_exits}')
-            for matrix, logits in zip(matrices, outputs):
-                matrix.update(logits, labels)
+            if flops_meter is not None:
+                flops_meter.add(result.cost, result.forwards)
+            # One exit's full-size scores at a time (all four would need 4x the memory).
+            scores = (result.scores(k) for k in range(num_exits))
+            _score_exits(scores, labels, batch[2][i:i + 1], matrices, writer,
+                         None if sizes is None else sizes[i:i + 1])
     for matrix in matrices:
         matrix.reduce_from_all_processes()
     if flops_meter is not None:
         flops_meter.reduce_from_all_processes(num_exits)
     model.train(was_training)
     return matrices
+
+
+def _score_exits(outputs, labels, names, matrices, writer, sizes=None):
+    """Add each exit's scores (any resolution) to its matrix and, for the writer's exits,
+    queue the full-size predictions (cropped to each image's own ``sizes`` (h, w), when
+    padded)."""
+    for k, (matrix, scores) in enumerate(zip(matrices, outputs), start=1):
+        if writer is None or k not in writer.exits:
+            matrix.update(scores, labels)
+            continue
+        predictions = upsample_to(scores, labels.shape[-2:]).argmax(dim=1)  # N x H x W
+        matrix.add(predictions, labels)
+        # uint8 (trainIds < 256): an eighth of the int64 copy to the host.
+        predictions = predictions.to(torch.uint8).cpu().numpy()
+        for i, (name, prediction) in enumerate(zip(names, predictions)):
+            if sizes is not None:
+                prediction = prediction[:sizes[i][0], :sizes[i][1]]
+            writer.add(k, name, prediction)
+
+
+def _costed_forward(model, flops_meter):
+    """``forward(x) -> (logits, cost)`` for multi-pass inference: the cost of every pass
+    is counted from its own masks, as plain evaluation counts an image."""
+    def forward(x):
+        if flops_meter is None:
+            return model(x), None
+        outputs, masks = model(x, return_masks=True)
+        return outputs, flops_meter.measure(x.shape, masks)
+    return forward

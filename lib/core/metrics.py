@@ -30,8 +30,12 @@ class ConfusionMatrix:
             logits (Tensor): N x C x h x w.
             labels (Tensor): N x H x W train ids or ignore_label.
         """
+        self.add(upsample_to(logits, labels.shape[-2:]).argmax(dim=1), labels)
+
+    @torch.no_grad()
+    def add(self, pred, labels):
+        """Add predicted classes (N x H x W) and their labels (N x H x W)."""
         n = self.num_classes
-        pred = upsample_to(logits, labels.shape[-2:]).argmax(dim=1)  # N x H x W
         valid = labels != self.ignore_label
         gt = labels[valid].long()
         if gt.numel() and (gt.min() < 0 or gt.max() >= n):
@@ -93,16 +97,34 @@ class FlopsMeter:
         self.counter = counter
         self.gflops_sum = None
         self.count = 0
+        self.forwards = 0  # forwards of the measured images (more than one with passes)
         self.params = None
 
     @torch.no_grad()
     def update(self, input_shape, masks):
         """Count the images of a batch that ran with input shape ``input_shape``
         (N x 3 x H x W) and ``masks`` (``model(x, return_masks=True)``'s second item)."""
-        gflops = self.counter.gflops(input_shape, masks).sum(dim=0)
-        self.gflops_sum = gflops if self.gflops_sum is None else self.gflops_sum + gflops
+        for gflops in self.counter.gflops(input_shape, masks):
+            self.add(gflops)
+        self._params(input_shape)
+
+    @torch.no_grad()
+    def measure(self, input_shape, masks):
+        """GFLOPs per exit (list) of one forward of a batch-1 input (a pass of
+        multi-pass inference), from its masks; also records the parameters."""
+        self._params(input_shape)
+        return self.counter.gflops(input_shape, masks).sum(dim=0).tolist()
+
+    def _params(self, input_shape):
         self.params = [int(p) for p in self.counter.params(input_shape[-2:])]
-        self.count += input_shape[0]
+
+    def add(self, gflops, forwards=1):
+        """Count one image that cost ``gflops`` per exit over ``forwards`` forwards (its
+        passes and crops)."""
+        gflops = torch.as_tensor(gflops, dtype=torch.float64)
+        self.gflops_sum = gflops if self.gflops_sum is None else self.gflops_sum + gflops
+        self.count += 1
+        self.forwards += forwards
 
     def reduce_from_all_processes(self, num_exits):
         """Combine the measurements of all processes (every process gets the result).
@@ -111,14 +133,15 @@ class FlopsMeter:
             num_exits (int): length of the per-exit lists, for processes that measured
                 no image.
         """
-        local = torch.zeros(num_exits + 1, dtype=torch.float64)
+        local = torch.zeros(num_exits + 2, dtype=torch.float64)
         if self.count:
             local[:num_exits] = self.gflops_sum
-            local[num_exits] = self.count
+            local[num_exits:] = torch.tensor([self.count, self.forwards])
         local = all_reduce(local)
         # Parameters do not depend on the image; processes without an image report 0.
         params = all_reduce(torch.tensor(self.params or [0] * num_exits), op='max')
-        self.gflops_sum, self.count = local[:num_exits], int(local[num_exits].item())
+        self.gflops_sum = local[:num_exits]
+        self.count, self.forwards = (int(v) for v in local[num_exits:].tolist())
         self.params = params.tolist()
         return self
 

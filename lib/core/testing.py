@@ -13,12 +13,16 @@ import models
 from datasets.labels import CLASS_NAMES
 from utils.checkpoint import load_model_weights
 from models.flops import GIGA, FlopsCounter
+from utils.distributed import barrier
+from utils.errors import ConfigError
 from utils.io import atomic_write_text, run_directory, save_json
 from utils.logger import setup_logger
 from utils.runtime import apply_cudnn
 from .engine import evaluate
+from .inference import EvalModes
 from .loaders import eval_loader
 from .metrics import FlopsMeter, result_line
+from .submission import DEFAULT_THREADS, SubmissionWriter
 
 logger = logging.getLogger(__name__)
 
@@ -85,51 +89,141 @@ def stats_json(gflops, params):
     }
 
 
-def evaluate_model(model, cfg, out_dir, ctx):
+def build_eval_modes(cfg):
+    """The passes of evaluation from TEST.{MULTI_SCALE, SCALE_LIST, BASE_SIZE, FLIP_TEST,
+    IMAGE_SIZE}: scales only with MULTI_SCALE (otherwise the image keeps its size), and
+    sliding windows of TEST.IMAGE_SIZE [w, h] where a pass is larger.
+
+    Args:
+        cfg (CfgNode): the merged config.
+
+    Returns:
+        EvalModes
+    """
+    test = cfg.TEST
+    scales = tuple(float(s) for s in test.SCALE_LIST) if test.MULTI_SCALE else ()
+    if test.MULTI_SCALE and (not scales or min(scales) <= 0 or test.BASE_SIZE <= 0):
+        raise ConfigError(f'TEST.MULTI_SCALE needs a non-empty TEST.SCALE_LIST of positive '
+                          f'scales and a positive TEST.BASE_SIZE, got {list(test.SCALE_LIST)} '
+                          f'and {test.BASE_SIZE}')
+    if len(test.IMAGE_SIZE) != 2 or min(test.IMAGE_SIZE) <= 0:
+        raise ConfigError(f'TEST.IMAGE_SIZE must be [width, height], got {list(test.IMAGE_SIZE)}')
+    width, height = test.IMAGE_SIZE
+    return EvalModes(scales=scales, base_size=test.BASE_SIZE, flip=bool(test.FLIP_TEST),
+                     crop_size=(height, width))
+
+
+def modes_json(modes, forwards):
+    """``test_stats.json`` entries that record the passes of a non-plain evaluation."""
+    return {'scales': list(modes.scales) or [1.0], 'base_size': modes.base_size if
+            modes.scales else None, 'flip': modes.flip,
+            'crop_size': [modes.crop_size[1], modes.crop_size[0]],
+            'forwards_per_image': forwards}
+
+
+def submission_exits(submit_exit, num_exits=4):
+    """The exits ``--submit`` writes: ``--exit K`` alone, or every exit."""
+    if submit_exit is None:
+        return list(range(1, num_exits + 1))
+    if submit_exit not in range(1, num_exits + 1):
+        raise ConfigError(f'--exit must be 1..{num_exits}, got {submit_exit}')
+    return [submit_exit]
+
+
+def evaluate_model(model, cfg, out_dir, ctx, submit_dir=None, submit_exit=None,
+                   submit_threads=DEFAULT_THREADS):
     """Evaluate ``model`` on DATASET.TEST_SET and write ``result.txt`` and
     ``test_stats.json`` into ``out_dir`` (rank 0).
 
     Every process evaluates its shard of the images; confusion matrices and FLOPs are
     combined over processes. FLOPs are counted per image from the masks of the
-    evaluation's own forward (``models.flops.FlopsCounter``).
+    evaluation's own forward (``models.flops.FlopsCounter``); with flip, multi-scale or
+    sliding windows (see :func:`build_eval_modes`), every pass of every image is counted
+    and an image's figure is the sum over its passes.
 
     Args:
         model (nn.Module): the anytime network on ``ctx.device``.
         cfg (CfgNode): the merged config.
         out_dir (str): where to write the results.
         ctx (DistContext): this process.
+        submit_dir (str or None): also write labelId PNGs for the benchmark server here
+            (``core.submission``); required for a list without labels.
+        submit_exit (int or None): with ``submit_dir``, write exit K only (1-based).
+        submit_threads (int): threads that write the PNGs (0: the evaluating thread).
 
     Returns:
-        dict: ``mIoU`` (per exit, in [0, 1]), ``result`` (the result.txt line), and the
-        test_stats entries.
+        dict: ``mIoU`` and ``class_IoU`` (per exit, in [0, 1]; absent without labels),
+        ``result`` (the result.txt line), and the test_stats entries.
     """
     dataset = datasets.build_dataset(cfg, cfg.DATASET.TEST_SET, train=False)
+    labelled = getattr(dataset, 'labelled', True)
+    if not labelled and submit_dir is None:
+        raise ConfigError(f'{cfg.DATASET.TEST_SET} (DATASET.TEST_SET) lists images without '
+                          'labels, so there is no mIoU to compute: add --submit DIR to write '
+                          'their predictions')
+    modes = build_eval_modes(cfg)
+    writer = None
+    if submit_dir is not None:
+        writer = SubmissionWriter(submit_dir, submission_exits(submit_exit), submit_threads)
+        barrier()  # every process checked the folders before any writes into them
     loader = eval_loader(dataset, cfg.TEST.BATCH_SIZE_PER_GPU, ctx, cfg.WORKERS, cfg.PIN_MEMORY,
                          cfg.TRAIN.IGNORE_LABEL)
     logger.info(f'evaluating {dataset} on {ctx.world_size} process(es)')
+    if modes.scales or modes.flip:
+        logger.info(f'passes per image: scales {list(modes.scales) or "as is"}, flip '
+                    f'{modes.flip}, sliding windows of {cfg.TEST.IMAGE_SIZE} where larger')
     meter = FlopsMeter(FlopsCounter(model))
-    matrices = evaluate(model, loader, cfg.DATASET.NUM_CLASSES, cfg.TRAIN.IGNORE_LABEL, ctx,
-                        flops_meter=meter, desc='test')
+    try:
+        matrices = evaluate(model, loader, cfg.DATASET.NUM_CLASSES, cfg.TRAIN.IGNORE_LABEL,
+                            ctx, flops_meter=meter, desc='test', modes=modes, writer=writer)
+    finally:
+        if writer is not None:
+            writer.close()
     gflops, params = meter.gflops(), meter.params
-    names = CLASS_NAMES if cfg.DATASET.NUM_CLASSES == len(CLASS_NAMES) else \
-        [f'class {c}' for c in range(cfg.DATASET.NUM_CLASSES)]
-    mious = [m.mean_iou() for m in matrices]
-    line = result_line(mious)
     stats = stats_json(gflops, params)
+    if modes.scales or modes.flip or meter.forwards != meter.count:
+        stats.update(modes_json(modes, meter.forwards / meter.count))
+    results = dict(stats)
+    if labelled:
+        mious = [m.mean_iou() for m in matrices]
+        results.update(mIoU=mious, result=result_line(mious),
+                       class_IoU=[m.iou().tolist() for m in matrices])
     if ctx.is_main:
-        logger.info('\n' + format_report(matrices, gflops, params, names))
-        masks = ', each with its own masks' if cfg.MASK.USE else ''
-        logger.info(f'GFLOPs per exit (mean over {meter.count} images{masks}): '
-                    + ' / '.join(f'{g:.4f}' for g in gflops)
-                    + f' (mean {stats["Gflops_mean"]:.4f})')
-        logger.info(f'result.txt: {line}')
-        atomic_write_text(os.path.join(out_dir, 'result.txt'), line)
-        save_json(os.path.join(out_dir, 'test_stats.json'), stats)
-        logger.info(f'wrote result.txt and test_stats.json to {out_dir}')
-    return dict(stats, mIoU=mious, result=line)
+        _report(cfg, out_dir, matrices if labelled else None, meter, stats, results)
+        if writer is not None:
+            exits = ', '.join(f'exit{k}' for k in writer.exits)
+            logger.info(f'wrote the predictions of {len(dataset)} images ({exits}) as '
+                        f'labelId PNGs to {submit_dir}')
+    return results
 
 
-def run_evaluation(cfg, cfg_path, ctx):
+def _report(cfg, out_dir, matrices, meter, stats, results):
+    """Log the tables and write result.txt (with labels) and test_stats.json (rank 0)."""
+    gflops = stats['Gflops']
+    if matrices is not None:
+        names = CLASS_NAMES if cfg.DATASET.NUM_CLASSES == len(CLASS_NAMES) else \
+            [f'class {c}' for c in range(cfg.DATASET.NUM_CLASSES)]
+        logger.info('\n' + format_report(matrices, gflops, stats['params'], names))
+    counted = f'mean over {meter.count} images'
+    if cfg.MASK.USE:
+        counted += ', each with its own masks'
+    if 'scales' in stats:
+        counted += f', summed over {stats["forwards_per_image"]:g} forwards per image'
+    logger.info(f'GFLOPs per exit ({counted}): '
+                + ' / '.join(f'{g:.4f}' for g in gflops)
+                + f' (mean {stats["Gflops_mean"]:.4f})')
+    if matrices is None:
+        logger.info(f'{cfg.DATASET.TEST_SET} has no labels: predictions only, no mIoU and '
+                    'no result.txt')
+    else:
+        logger.info(f'result.txt: {results["result"]}')
+        atomic_write_text(os.path.join(out_dir, 'result.txt'), results['result'])
+    save_json(os.path.join(out_dir, 'test_stats.json'), stats)
+    logger.info(f'wrote {"result.txt and " if matrices is not None else ""}test_stats.json '
+                f'to {out_dir}')
+
+
+def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None):
     """Everything ``tools/test_ee.py`` does: build the model of the config, load its
     weights strictly (TEST.MODEL_FILE, or a run's ``final_state.pth``) and test it.
 
@@ -137,8 +231,12 @@ def run_evaluation(cfg, cfg_path, ctx):
         cfg (CfgNode): the merged config.
         cfg_path (str): the ``--cfg`` argument.
         ctx (DistContext): this process.
+        submit_dir (str or None): ``--submit``: also write benchmark-server PNGs there.
+        submit_exit (int or None): ``--exit``: only this exit's PNGs.
     """
     out_dir, model_file = resolve_test_paths(cfg, cfg_path)
+    if submit_dir is not None:
+        submission_exits(submit_exit)  # a wrong --exit fails before the model loads
     stem = os.path.splitext(os.path.basename(cfg_path))[0]
     log_file = setup_logger(out_dir, stem, 'test', ctx.is_main)
     logger.info(f'log file: {log_file}')
@@ -152,4 +250,4 @@ def run_evaluation(cfg, cfg_path, ctx):
     apply_cudnn(cfg)
     model = models.get_seg_model(cfg)
     load_model_weights(model, model_file)
-    return evaluate_model(model.to(ctx.device), cfg, out_dir, ctx)
+    return evaluate_model(model.to(ctx.device), cfg, out_dir, ctx, submit_dir, submit_exit)

@@ -88,10 +88,11 @@ def train_ids_to_label_ids(train_ids, unknown_label_id=0):
         np.ndarray: ``uint8`` array of labelIds, same shape.
     """
     train_ids = np.asarray(train_ids)
-    label_ids = np.full(train_ids.shape, unknown_label_id, dtype=np.uint8)
-    for train_id, (_, label_id) in enumerate(CITYSCAPES_CLASSES):
-        label_ids[train_ids == train_id] = label_id
-    return label_ids
+    # One indexing step through a lookup table (a 1024 x 2048 map in milliseconds).
+    lookup = np.array([label_id for _, label_id in CITYSCAPES_CLASSES] + [unknown_label_id],
+                      dtype=np.uint8)
+    known = (train_ids >= 0) & (train_ids < len(CITYSCAPES_CLASSES))
+    return lookup[np.where(known, train_ids, len(CITYSCAPES_CLASSES))]
 
 # RGB colour of each trainId (trainId order), as in the Cityscapes scripts' labels.py.
 CITYSCAPES_PALETTE = (

@@ -2,7 +2,11 @@
 import os
 import sys
 
+import pytest
 import torch
+
+import models.sparse.engine as engine
+import models.sparse.near_branch as near_branch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from tiny import tiny_model  # noqa: E402
@@ -10,7 +14,27 @@ from models.sparse.benchmark import benchmark_end_to_end, benchmark_evaluation, 
     benchmark_segments, end_to_end_table, segment_table  # noqa: E402
 
 
-def test_benchmark_reports_every_segment_and_exit():
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Calls of the sparse engine's GEMM kernels, by kernel name (the agreement figures
+    are 0 when nothing runs sparse, so they alone cannot show that it did)."""
+    calls = {'conv_rows': 0, 'rows_matmul': 0}
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def kernel(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, kernel)
+
+    counted(engine, 'conv_rows')
+    counted(engine, 'rows_matmul')
+    counted(near_branch, 'conv_rows')
+    return calls
+
+
+def test_benchmark_reports_every_segment_and_exit(kernel_calls):
     torch.manual_seed(0)
     model = tiny_model('adpc').eval()
     x = torch.randn(1, 3, 64, 96)
@@ -23,10 +47,13 @@ def test_benchmark_reports_every_segment_and_exit():
         assert r['max_rel_diff'] <= 1e-4
         assert 0 <= r['flops_ratio'] <= 1
     assert rows[0]['flops_ratio'] == 0  # nothing computed at density 0
+    assert kernel_calls['conv_rows'] > 0 and kernel_calls['rows_matmul'] > 0
+    kernel_calls.update(conv_rows=0, rows_matmul=0)
     e2e = benchmark_end_to_end(model, x, [0.8, 0.6, 0.35], warmup=0, repeats=1, smoothness=2)
     assert set(e2e['exit_latency_s']) == {'dense', 'sparse', 'auto', 'RH'}
     assert all(len(v) == 4 for v in e2e['exit_latency_s'].values())
     assert e2e['max_rel_diff'] <= 1e-4 and 0 < e2e['flops_ratio'] < 1
+    assert kernel_calls['conv_rows'] > 0 and kernel_calls['rows_matmul'] > 0
     assert segment_table(rows).count('\n') == len(rows) + 1
     assert 'RH' in end_to_end_table(e2e)
 

@@ -162,3 +162,61 @@ def test_sync_batchnorm_counts_as_batchnorm():
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
     assert anytime_flops(synced, x) == reference
     assert FlopsCounter(synced).params(x.shape[-2:]) == reference['params']
+
+
+# Mask density of each segment (after exit 1, 2, 3) at each map height (64 x 64 input:
+# branches at 16, 8, 4, 2; flex heads pool down to 1): every size its own density.
+DENSITIES = {1: {16: 0.5, 8: 0.25, 4: 0.75, 2: 0.5, 1: 1.0},
+             2: {16: 0.25, 8: 0.625, 4: 0.5, 2: 1.0, 1: 0.0},
+             3: {16: 0.75, 8: 0.5, 4: 0.25, 2: 0.0, 1: 1.0}}
+
+
+class RowMasks:
+    """Masks whose first rows are 1: density ``densities[h]`` at height h, exactly."""
+
+    def __init__(self, densities):
+        self.densities = densities
+
+    def at(self, size):
+        h, w = size
+        mask = torch.zeros(1, 1, h, w)
+        mask[..., :round(self.densities[h] * h), :] = 1
+        return mask
+
+
+def with_masks_per_size(model):
+    """Make segment j of every forward run under ``RowMasks(DENSITIES[j])``."""
+    calls = []
+
+    def segment_masks(logits):
+        calls.append(None)
+        return RowMasks(DENSITIES[(len(calls) - 1) % 3 + 1])
+    model.segment_masks = segment_masks
+    return model
+
+
+@pytest.mark.parametrize('variant', ['ca', 'adpc'])
+def test_masked_figures_with_a_density_per_size(variant):
+    x = torch.randn(1, 3, 64, 64)
+    model = with_masks_per_size(tiny_model(variant, 'MASK.EXECUTION', 'dense').eval())
+    convs = []  # (exit, conv, output height, output width) of every convolution run
+    part_of = {m: k for k, part in enumerate(model.parts(), start=1) for top in part
+               for m in top.modules()}
+    handles = [m.register_forward_hook(
+        lambda m, i, out: convs.append((part_of[m], m) + tuple(out.shape[-2:])))
+        for m in part_of if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    by_exit = [0.0] * 4
+    for k, conv, h, w in convs:
+        dense = conv.weight.numel() * h * w
+        if k == 1:
+            by_exit[0] += dense
+        else:  # segment k - 1: its density at this output size, plus the RBF fill
+            p = DENSITIES[k - 1][h]
+            by_exit[k - 1] += dense * p + (1 - p) * p * conv.out_channels * 49 * h * w
+    assert {h for _, conv, h, _ in convs if isinstance(conv, MaskedConv2d)} >= {16, 8, 4, 2}
+    expected = [sum(by_exit[:k]) / 1024 ** 3 for k in range(1, 5)]
+    assert anytime_flops(model, x)['gflops'] == pytest.approx(expected, rel=1e-6)
