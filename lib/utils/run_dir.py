@@ -138,14 +138,13 @@ def evaluation_directory(cfg, base_dir, model_file):
     if not os.path.isfile(os.path.join(base_dir, RUN_CONFIG)):
         return base_dir
     old = _read_run_config(base_dir)
-    ignore = set(NEUTRAL_KEYS) - {'TEST.MODEL_FILE'}
+    differences = [d for d in config_differences(old, cfg, NEUTRAL_KEYS)
+                   if _matters_for_evaluation(d[0])]
     own_weights = (model_file == old.TEST.MODEL_FILE or
                    os.path.realpath(model_file) ==
                    os.path.realpath(os.path.join(base_dir, FINAL_STATE)))
-    if own_weights:
-        ignore.add('TEST.MODEL_FILE')
-    differences = [d for d in config_differences(old, cfg, ignore)
-                   if _matters_for_evaluation(d[0])]
+    if not own_weights:
+        differences.append(('TEST.MODEL_FILE', old.TEST.MODEL_FILE, model_file))
     if not differences:
         return base_dir
     return os.path.join(base_dir, EVAL_DIR, _directory_name(differences))
