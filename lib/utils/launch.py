@@ -62,8 +62,7 @@ def launch(fn, args):
     Returns:
         whatever ``fn`` returns.
     """
-    debug = getattr(args, 'debug', False) or os.environ.get(DEBUG_ENV, '') not in ('', '0')
-    return record(reporting_user_errors(_run, debug))(fn, args)
+    return record(reporting_user_errors(_run, getattr(args, 'debug', False)))(fn, args)
 
 
 def _run(fn, args):
@@ -80,9 +79,11 @@ def reporting_user_errors(fn, debug=False):
     and ends the process with status 2 (see the module's docstring).
 
     Args:
-        fn (callable): the tool's work.
-        debug (bool): also print the traceback on the console.
+        fn (callable): the tool's work, e.g. a tool's ``main``.
+        debug (bool): also print the traceback on the console (as ``ADPC_DEBUG=1`` does).
     """
+    debug = debug or os.environ.get(DEBUG_ENV, '') not in ('', '0')
+
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
