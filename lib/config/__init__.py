@@ -104,7 +104,11 @@ def _type_name(value):
 def _coerce(value, original, full_key, source, raw=None):
     """``value`` (already decoded) as the type of ``original``, the way yacs allows
     (same type, list <-> tuple, None), plus int -> float and, for strings given on the
-    command line, the text as typed; ConfigError otherwise."""
+    command line, the text as typed.
+
+    Raises:
+        ConfigError: ``value`` cannot take the place of ``original``.
+    """
     if type(value) is type(original) or value is None or original is None:
         return value
     if isinstance(value, (list, tuple)) and isinstance(original, (list, tuple)):
@@ -114,7 +118,7 @@ def _coerce(value, original, full_key, source, raw=None):
     if isinstance(original, str) and raw is not None:
         return raw
     shown = raw if raw is not None else value
-    return ConfigError(f'{full_key} {shown!r} {_where(source)}: expected a {_type_name(original)} '
+    raise ConfigError(f'{full_key} {shown!r} {_where(source)}: expected a {_type_name(original)} '
                        f'like the default {original!r}, got a {_type_name(value)}')
 
 
@@ -139,11 +143,7 @@ def check_keys(cfg, overrides, source, prefix=''):
                                   f'({value!r})')
             check_keys(cfg[name], value, source, full + '.')
             continue
-        decoded = CfgNode._decode_cfg_value(value)
-        coerced = _coerce(decoded, cfg[name], full, source)
-        if isinstance(coerced, ConfigError):
-            raise coerced
-        overrides[name] = coerced
+        overrides[name] = _coerce(CfgNode._decode_cfg_value(value), cfg[name], full, source)
 
 
 def _read_yaml(path, what):
@@ -209,11 +209,8 @@ def merge_opts(cfg, opts):
         if isinstance(node[leaf], CfgNode):
             raise ConfigError(f'{full} is a section of keys; override its keys one by one, '
                               f'e.g. {full}.{next(iter(node[leaf]), "KEY")} VALUE')
-        coerced = _coerce(value, node[leaf], full, COMMAND_LINE,
-                          raw=raw if isinstance(raw, str) else None)
-        if isinstance(coerced, ConfigError):
-            raise coerced
-        node[leaf] = coerced
+        node[leaf] = _coerce(value, node[leaf], full, COMMAND_LINE,
+                             raw=raw if isinstance(raw, str) else None)
 
 
 def update_config(cfg, args):

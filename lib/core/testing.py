@@ -255,7 +255,8 @@ def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None):
     if ctx.is_main:
         log_to_file(cfg.dump())
         if os.path.basename(os.path.dirname(out_dir)) == EVAL_DIR:
-            atomic_write_text(os.path.join(out_dir, RUN_CONFIG), _evaluation_config(cfg, model_file))
+            atomic_write_text(os.path.join(out_dir, RUN_CONFIG),
+                              _evaluation_config(cfg, model_file))
     # The checkpoint replaces every weight, so ImageNet initialisation would only cost
     # time (and fail where the pretrained file is absent).
     cfg = cfg.clone()

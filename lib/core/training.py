@@ -183,7 +183,7 @@ def plan_phases(cfg, ctx, build_loader):
     t = cfg.TRAIN
     if t.EXTRA_EPOCH > 0 and not cfg.DATASET.EXTRA_TRAIN_SET:
         raise ConfigError(f'TRAIN.EXTRA_EPOCH is {t.EXTRA_EPOCH} but DATASET.EXTRA_TRAIN_SET is '
-                         'empty: set both, or TRAIN.EXTRA_EPOCH 0')
+                          'empty: set both, or TRAIN.EXTRA_EPOCH 0')
     phases = []
     for name, list_path, first, end, lr in (
             ('train', cfg.DATASET.TRAIN_SET, 0, t.END_EPOCH,
