@@ -9,11 +9,10 @@ state and counters (epoch, iteration, best_mIoU) of a resume checkpoint.
 """
 import argparse
 import logging
-import sys
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 from utils.checkpoint_conversion import convert_checkpoint
-from utils.errors import UserError
+from utils.launch import reporting_user_errors
 
 
 def main(argv=None):
@@ -25,10 +24,7 @@ def main(argv=None):
                              'files whose source you trust')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    try:
-        convert_checkpoint(args.src, args.dst, trust=args.trust)
-    except UserError as e:
-        sys.exit(f'error: {e}')
+    reporting_user_errors(convert_checkpoint)(args.src, args.dst, trust=args.trust)
 
 
 if __name__ == '__main__':

@@ -3,9 +3,9 @@ import logging
 import time
 
 import torch
-from tqdm import tqdm
 
 from utils.distributed import all_reduce
+from utils.logger import progress
 from .criterion import upsample_to
 from .inference import multi_pass_inference
 from .loaders import pad_to, padded_size
@@ -86,9 +86,8 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
     set_train_mode(model, trainable)
     set_lr(optimizer, base_lr if first_it == 0 else poly_lr(base_lr, first_it - 1, max_it))
     sums, count = None, 0
-    tic = time.time()
-    bar = tqdm(loader, desc=f'epoch {epoch + 1}', disable=not ctx.is_main, leave=False,
-               dynamic_ncols=True)
+    tic, last_logged = time.time(), -1  # time per iteration since the last Iter line
+    bar = progress(loader, f'epoch {epoch + 1}', ctx.is_main)
     for i_iter, batch in enumerate(bar):
         images = batch[0].to(ctx.device, non_blocking=True)
         labels = batch[1].long().to(ctx.device, non_blocking=True)
@@ -115,8 +114,10 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
             bar.set_postfix(loss=f'{values[0].item():.4f}', lr=f'{lr:.2e}')
         if i_iter % print_freq == 0 and ctx.is_main:
             exits = ' '.join(f'{v:.4f}' for v in values[1:].tolist())
+            per_iter = (time.time() - tic) / (i_iter - last_logged)
+            tic, last_logged = time.time(), i_iter
             logger.info(f'Epoch [{epoch + 1}/{num_epochs}] Iter [{i_iter}/{len(loader)}] '
-                        f'time {time.time() - tic:.1f}s lr {lr:.6f} loss {values[0].item():.4f} '
+                        f'time {per_iter:.3f}s/it lr {lr:.6f} loss {values[0].item():.4f} '
                         f'(exits {exits})')
             if writer is not None:
                 writer.add_scalar('train/loss', values[0].item(), step)
@@ -190,8 +191,7 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
     was_training = model.training
     model.eval()
     matrices = [ConfusionMatrix(num_classes, ignore_label) for _ in range(num_exits)]
-    for batch in tqdm(loader, desc=desc, disable=not ctx.is_main, leave=False,
-                      dynamic_ncols=True):
+    for batch in progress(loader, desc, ctx.is_main, log_lines=True):
         sizes = batch[3].tolist() if len(batch) > 3 else None
         if modes is None or modes.single_pass(batch[0].shape[-2:]):
             for rows, images, labels in padded_groups(batch, ignore_label):

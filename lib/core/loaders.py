@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
+from utils.errors import LaunchError
+
 # The network's total stride: HRNet's four branches divide the input by 4, 8, 16, 32, and
 # the exits' sizes only agree when the input is a multiple of it.
 STRIDE = 32
@@ -85,9 +87,9 @@ def train_loader(dataset, batch_size, ctx, shuffle=True, workers=0, pin_memory=F
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         pin_memory=pin_memory and ctx.device.type == 'cuda', drop_last=True)
     if len(loader) == 0:
-        raise ValueError(f'{len(dataset)} training images give no full batch of '
-                         f'TRAIN.BATCH_SIZE_PER_GPU {batch_size} per process over '
-                         f'{ctx.world_size} processes: lower the batch size or add images')
+        raise LaunchError(f'{len(dataset)} training images give no full batch of '
+                          f'TRAIN.BATCH_SIZE_PER_GPU {batch_size} per process over '
+                          f'{ctx.world_size} processes: lower the batch size or add images')
     return loader
 
 

@@ -4,6 +4,7 @@ After every optimiser step at global iteration ``it`` (0-based) the learning rat
 to ``base_lr * (1 - it / max_it) ** 0.9``, with ``max_it = epochs * iterations per
 epoch``. The first step therefore uses ``base_lr`` itself, as in the original.
 """
+from utils.errors import LaunchError
 
 POLY_POWER = 0.9
 
@@ -19,9 +20,9 @@ def iterations_per_epoch(dataset_size, batch_per_gpu, world_size):
     """
     iters = int(dataset_size / (batch_per_gpu * world_size))
     if iters < 1:
-        raise ValueError(f'{dataset_size} training images do not fill one batch of '
-                         f'TRAIN.BATCH_SIZE_PER_GPU {batch_per_gpu} x {world_size} processes: '
-                         'use a smaller batch, fewer processes or more images')
+        raise LaunchError(f'{dataset_size} training images do not fill one batch of '
+                          f'TRAIN.BATCH_SIZE_PER_GPU {batch_per_gpu} x {world_size} processes: '
+                          'use a smaller batch, fewer processes or more images')
     return iters
 
 

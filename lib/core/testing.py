@@ -16,7 +16,8 @@ from models.flops import GIGA, FlopsCounter
 from utils.distributed import barrier
 from utils.errors import ConfigError
 from utils.io import atomic_write_text, run_directory, save_json
-from utils.logger import setup_logger
+from utils.logger import log_to_file, setup_logger
+from utils.run_dir import EVAL_DIR, FINAL_STATE, RUN_CONFIG, evaluation_directory
 from utils.runtime import apply_cudnn
 from .engine import evaluate
 from .inference import EvalModes
@@ -26,9 +27,6 @@ from .submission import DEFAULT_THREADS, SubmissionWriter
 
 logger = logging.getLogger(__name__)
 
-RUN_CONFIG = 'config.yaml'  # written by training into its output directory
-FINAL_STATE = 'final_state.pth'
-
 
 def resolve_test_paths(cfg, cfg_path):
     """Where an evaluation reads its weights and writes its results.
@@ -36,6 +34,11 @@ def resolve_test_paths(cfg, cfg_path):
     - ``--cfg <run dir>/config.yaml``: the run's directory, and its ``final_state.pth``
       unless TEST.MODEL_FILE names another file;
     - any other experiment file: ``OUTPUT_DIR/<dataset>/<cfg stem>`` and TEST.MODEL_FILE.
+
+    When that directory holds a run of another configuration or other weights, the
+    results go to its subdirectory ``eval/<KEY=value,...>`` instead (see
+    :func:`utils.run_dir.evaluation_directory`), so that the run's own result.txt and
+    test_stats.json keep matching its config.yaml.
 
     Args:
         cfg (CfgNode): the merged config.
@@ -45,13 +48,15 @@ def resolve_test_paths(cfg, cfg_path):
         tuple[str, str]: (output directory, model file).
     """
     if os.path.basename(cfg_path) == RUN_CONFIG:
-        out_dir = os.path.dirname(os.path.abspath(cfg_path))
-        return out_dir, cfg.TEST.MODEL_FILE or os.path.join(out_dir, FINAL_STATE)
-    if not cfg.TEST.MODEL_FILE:
-        raise ValueError(f'TEST.MODEL_FILE is empty: add TEST.MODEL_FILE <checkpoint>.pth to '
-                         f'the command line, or pass --cfg <run dir>/{RUN_CONFIG} to evaluate '
-                         f"a training run's {FINAL_STATE}")
-    return run_directory(cfg, cfg_path), cfg.TEST.MODEL_FILE
+        base_dir = os.path.dirname(os.path.abspath(cfg_path))
+        model_file = cfg.TEST.MODEL_FILE or os.path.join(base_dir, FINAL_STATE)
+    elif not cfg.TEST.MODEL_FILE:
+        raise ConfigError(f'TEST.MODEL_FILE is empty: add TEST.MODEL_FILE <checkpoint>.pth to '
+                          f'the command line, or pass --cfg <run dir>/{RUN_CONFIG} to evaluate '
+                          f"a training run's {FINAL_STATE}")
+    else:
+        base_dir, model_file = run_directory(cfg, cfg_path), cfg.TEST.MODEL_FILE
+    return evaluation_directory(cfg, base_dir, model_file), model_file
 
 
 def format_report(matrices, gflops, params, class_names):
@@ -200,27 +205,35 @@ def evaluate_model(model, cfg, out_dir, ctx, submit_dir=None, submit_exit=None,
 def _report(cfg, out_dir, matrices, meter, stats, results):
     """Log the tables and write result.txt (with labels) and test_stats.json (rank 0)."""
     gflops = stats['Gflops']
-    if matrices is not None:
-        names = CLASS_NAMES if cfg.DATASET.NUM_CLASSES == len(CLASS_NAMES) else \
-            [f'class {c}' for c in range(cfg.DATASET.NUM_CLASSES)]
-        logger.info('\n' + format_report(matrices, gflops, stats['params'], names))
     counted = f'mean over {meter.count} images'
     if cfg.MASK.USE:
         counted += ', each with its own masks'
     if 'scales' in stats:
         counted += f', summed over {stats["forwards_per_image"]:g} forwards per image'
-    logger.info(f'GFLOPs per exit ({counted}): '
-                + ' / '.join(f'{g:.4f}' for g in gflops)
-                + f' (mean {stats["Gflops_mean"]:.4f})')
-    if matrices is None:
+    if matrices is not None:  # one table holds every figure, printed once
+        names = CLASS_NAMES if cfg.DATASET.NUM_CLASSES == len(CLASS_NAMES) else \
+            [f'class {c}' for c in range(cfg.DATASET.NUM_CLASSES)]
+        logger.info(f'results (GFLOPs per exit {counted}):\n'
+                    + format_report(matrices, gflops, stats['params'], names))
+        atomic_write_text(os.path.join(out_dir, 'result.txt'), results['result'])
+    else:
+        logger.info(f'GFLOPs per exit ({counted}): '
+                    + ' / '.join(f'{g:.4f}' for g in gflops)
+                    + f' (mean {stats["Gflops_mean"]:.4f})')
         logger.info(f'{cfg.DATASET.TEST_SET} has no labels: predictions only, no mIoU and '
                     'no result.txt')
-    else:
-        logger.info(f'result.txt: {results["result"]}')
-        atomic_write_text(os.path.join(out_dir, 'result.txt'), results['result'])
     save_json(os.path.join(out_dir, 'test_stats.json'), stats)
     logger.info(f'wrote {"result.txt and " if matrices is not None else ""}test_stats.json '
                 f'to {out_dir}')
+
+
+def _evaluation_config(cfg, model_file):
+    """The merged config of an evaluation, naming the weights it evaluated, so that
+    ``--cfg`` on it repeats the evaluation."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.TEST.MODEL_FILE = os.path.abspath(model_file)
+    return cfg.dump()
 
 
 def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None):
@@ -241,6 +254,11 @@ def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None):
     log_file = setup_logger(out_dir, stem, 'test', ctx.is_main)
     logger.info(f'log file: {log_file}')
     logger.info(f'weights: {model_file}')
+    if ctx.is_main:
+        log_to_file(cfg.dump())
+        if os.path.basename(os.path.dirname(out_dir)) == EVAL_DIR:
+            atomic_write_text(os.path.join(out_dir, RUN_CONFIG),
+                              _evaluation_config(cfg, model_file))
     # The checkpoint replaces every weight, so ImageNet initialisation would only cost
     # time (and fail where the pretrained file is absent).
     cfg = cfg.clone()

@@ -19,9 +19,10 @@ from datasets.checks import check_training_inputs
 from datasets.cityscapes import CITYSCAPES_CLASS_WEIGHTS
 from utils.checkpoint import read_checkpoint
 from utils.distributed import barrier, broadcast_buffers, unwrap, wrap_model
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, ConfigError
 from utils.io import atomic_torch_save, atomic_write_text, run_directory, tensorboard_directory
-from utils.logger import setup_logger, tensorboard_writer
+from utils.logger import log_to_file, setup_logger, tensorboard_writer
+from utils.run_dir import check_training_directory, decide_on_rank0
 from utils.runtime import apply_cudnn, seed_everything
 from .criterion import FullModel, build_criterion
 from .engine import NonFiniteLossError, evaluate, train_one_epoch
@@ -114,7 +115,7 @@ def build_optimizer(cfg, model, base_lr):
         base_lr (float): initial learning rate.
     """
     if cfg.TRAIN.OPTIMIZER != 'sgd':
-        raise ValueError(f"TRAIN.OPTIMIZER {cfg.TRAIN.OPTIMIZER!r} is not supported: use 'sgd'")
+        raise ConfigError(f"TRAIN.OPTIMIZER {cfg.TRAIN.OPTIMIZER!r} is not supported: use 'sgd'")
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.SGD(params, lr=base_lr, momentum=cfg.TRAIN.MOMENTUM,
                            weight_decay=cfg.TRAIN.WD, nesterov=cfg.TRAIN.NESTEROV)
@@ -182,8 +183,8 @@ def plan_phases(cfg, ctx, build_loader):
     """
     t = cfg.TRAIN
     if t.EXTRA_EPOCH > 0 and not cfg.DATASET.EXTRA_TRAIN_SET:
-        raise ValueError(f'TRAIN.EXTRA_EPOCH is {t.EXTRA_EPOCH} but DATASET.EXTRA_TRAIN_SET is '
-                         'empty: set both, or TRAIN.EXTRA_EPOCH 0')
+        raise ConfigError(f'TRAIN.EXTRA_EPOCH is {t.EXTRA_EPOCH} but DATASET.EXTRA_TRAIN_SET is '
+                          'empty: set both, or TRAIN.EXTRA_EPOCH 0')
     phases = []
     for name, list_path, first, end, lr in (
             ('train', cfg.DATASET.TRAIN_SET, 0, t.END_EPOCH,
@@ -240,20 +241,10 @@ def train(cfg, cfg_path, ctx):
     """
     check_training_inputs(cfg, STRIDE)  # before anything is written or trained
     out_dir = run_directory(cfg, cfg_path)
-    stem = os.path.splitext(os.path.basename(cfg_path))[0]
-    log_file = setup_logger(out_dir, stem, 'train', ctx.is_main)
-    if ctx.is_main:
-        logger.info(f'output directory {out_dir}, log file {log_file}')
-        logger.info(f'{ctx.world_size} process(es) on {ctx.device.type}')
-        dump = cfg.dump()
-        logger.info(dump)
-        atomic_write_text(os.path.join(out_dir, RUN_CONFIG), dump)
-    apply_cudnn(cfg)
-
-    seed_everything(INIT_SEED)
-    network = models.get_seg_model(cfg)
-    full_model = FullModel(network, build_criterion(cfg, CITYSCAPES_CLASS_WEIGHTS))
-    trainable = select_trainable(network, cfg.TRAIN.EE_ONLY, cfg.TRAIN.ALLE_ONLY)
+    # Nothing is written before the run directory, the data and the batch size are
+    # known to work: a refused launch leaves no trace, and its fix is not "another run".
+    decide_on_rank0(lambda: check_training_directory(cfg, out_dir), ctx)
+    setup_logger(None, None, 'train', ctx.is_main)  # console only, until the checks pass
 
     def build_loader(list_path):
         dataset = datasets.build_dataset(cfg, list_path, train=True)
@@ -268,6 +259,21 @@ def train(cfg, cfg_path, ctx):
         val_set = datasets.build_dataset(cfg, cfg.DATASET.TEST_SET, train=False)
         val_loader = eval_loader(val_set, cfg.TEST.BATCH_SIZE_PER_GPU, ctx, cfg.WORKERS,
                                  cfg.PIN_MEMORY, cfg.TRAIN.IGNORE_LABEL)
+
+    stem = os.path.splitext(os.path.basename(cfg_path))[0]
+    log_file = setup_logger(out_dir, stem, 'train', ctx.is_main)
+    if ctx.is_main:
+        logger.info(f'output directory {out_dir}, log file {log_file}')
+        logger.info(f'{ctx.world_size} process(es) on {ctx.device.type}')
+        dump = cfg.dump()
+        log_to_file(dump)  # the console stays short; config.yaml holds it too
+        atomic_write_text(os.path.join(out_dir, RUN_CONFIG), dump)
+    apply_cudnn(cfg)
+
+    seed_everything(INIT_SEED)
+    network = models.get_seg_model(cfg)
+    full_model = FullModel(network, build_criterion(cfg, CITYSCAPES_CLASS_WEIGHTS))
+    trainable = select_trainable(network, cfg.TRAIN.EE_ONLY, cfg.TRAIN.ALLE_ONLY)
 
     # Without the RBF fill, masked convolutions' Lambda gets no gradient.
     unused = cfg.MASK.USE and cfg.MASK.INTERPOLATION != 'rbf'

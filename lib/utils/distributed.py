@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from .errors import LaunchError
+
 # Long enough for rank 0 to write a checkpoint or run the final evaluation while the
 # other ranks wait at a barrier.
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=60)
@@ -67,6 +69,14 @@ def _env_int(name, default):
     return default if value in (None, '') else int(value)
 
 
+def check_gpus(gpus):
+    """Raise LaunchError unless ``gpus`` (the GPUS key) is a sequence of GPU indices."""
+    if not isinstance(gpus, (list, tuple)) or not all(
+            isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus):
+        raise LaunchError(f'GPUS {gpus!r} is not a list of GPU indices: write it as '
+                          'GPUS "(0,)" or GPUS "(0,1)" (one process uses the first)')
+
+
 def init_distributed(local_rank=None, gpus=(0,)):
     """Join the process group the launcher prepared (if any) and pick the device.
 
@@ -85,22 +95,23 @@ def init_distributed(local_rank=None, gpus=(0,)):
     cuda = torch.cuda.is_available()
 
     if world_size == 1:
+        check_gpus(gpus)
         index = local_rank if 'LOCAL_RANK' in os.environ else (list(gpus) or [0])[0]
         if cuda and index >= torch.cuda.device_count():
-            raise RuntimeError(f'GPUS names GPU {index} but only {torch.cuda.device_count()} '
-                               'are visible; set GPUS (0,) or CUDA_VISIBLE_DEVICES')
+            raise LaunchError(f'GPUS names GPU {index} but only {torch.cuda.device_count()} '
+                              'are visible: set GPUS "(0,)" or CUDA_VISIBLE_DEVICES')
         device = torch.device('cuda', index) if cuda else torch.device('cpu')
         if cuda:
             torch.cuda.set_device(device)
         return DistContext(0, 1, local_rank, device)
 
     if 'MASTER_ADDR' not in os.environ or 'MASTER_PORT' not in os.environ:
-        raise RuntimeError(f'WORLD_SIZE is {world_size} but MASTER_ADDR/MASTER_PORT are not '
-                           'set: start several processes with torchrun --nproc_per_node N')
+        raise LaunchError(f'WORLD_SIZE is {world_size} but MASTER_ADDR/MASTER_PORT are not '
+                          'set: start several processes with torchrun --nproc_per_node N')
     if cuda:
         if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f'local rank {local_rank} has no GPU ({torch.cuda.device_count()} '
-                               'visible): start at most that many processes per node')
+            raise LaunchError(f'local rank {local_rank} has no GPU ({torch.cuda.device_count()} '
+                              'visible): start at most that many processes per node')
         device = torch.device('cuda', local_rank)
         torch.cuda.set_device(device)
         backend = 'nccl'

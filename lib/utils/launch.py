@@ -1,16 +1,38 @@
-"""What every entry point in tools/ shares: its command line and its process setup.
+"""What every entry point in tools/ shares: its command line, its process setup and
+how it reports errors.
 
     args = default_argument_parser('Train ...').parse_args()
     launch(train, args)    # train(cfg, cfg_path, ctx) on every process
+
+A :class:`utils.errors.UserError` (a configuration, data, checkpoint, launch or run
+directory problem) ends the tool with one ``error: <message>`` block on stderr and exit
+status 2, without a traceback: the traceback goes to the run's log file, and to the
+console with ``--debug`` or ``ADPC_DEBUG=1``. Under torchrun the block is printed by
+rank 0 only (other ranks hand their message to torchrun, whose summary shows it as the
+root cause), and every failing rank writes its message to torchrun's error file.
+Any other exception is a bug and keeps its traceback.
 """
 import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from config import config, update_config
 from .distributed import add_launcher_arguments, cleanup, init_distributed
+from .errors import UserError
+from .logger import FILE_ONLY, log_file_path
+
+DEBUG_ENV = 'ADPC_DEBUG'
+EXIT_USER_ERROR = 2  # as argparse's usage errors
 
 
 def default_argument_parser(description, cfg_help='experiment YAML file'):
-    """``--cfg CFG [--local-rank N] [KEY VALUE ...]``.
+    """``--cfg CFG [--debug] [--local-rank N] [KEY VALUE ...]``.
 
     Args:
         description (str): the tool's one-line description.
@@ -18,6 +40,9 @@ def default_argument_parser(description, cfg_help='experiment YAML file'):
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('--cfg', required=True, help=cfg_help)
+    parser.add_argument('--debug', action='store_true',
+                        help=f'print the traceback of configuration, data, checkpoint and '
+                             f'launch errors too (or set {DEBUG_ENV}=1)')
     add_launcher_arguments(parser)
     parser.add_argument('opts', nargs=argparse.REMAINDER, default=[],
                         help='config overrides as KEY VALUE pairs, e.g. TRAIN.END_EPOCH 10')
@@ -25,8 +50,10 @@ def default_argument_parser(description, cfg_help='experiment YAML file'):
 
 
 def launch(fn, args):
-    """Merge ``args.cfg`` and ``args.opts`` into the config, join the process group the
-    launcher prepared (if any), run ``fn(cfg, cfg_path, ctx)`` and leave the group.
+    """Merge ``args.cfg`` and ``args.opts`` into a copy of the default config, join the
+    process group the launcher prepared (if any), run ``fn(cfg, cfg_path, ctx)`` and
+    leave the group. A UserError is reported as described in the module's docstring and
+    ends the process (SystemExit with status 2).
 
     Args:
         fn (callable): e.g. ``core.training.train`` or ``core.testing.run_evaluation``.
@@ -35,9 +62,71 @@ def launch(fn, args):
     Returns:
         whatever ``fn`` returns.
     """
-    update_config(config, args)
-    ctx = init_distributed(args.local_rank, config.GPUS)
+    return record(reporting_user_errors(_run, getattr(args, 'debug', False)))(fn, args)
+
+
+def _run(fn, args):
+    cfg = update_config(config.clone(), args)
+    ctx = init_distributed(args.local_rank, cfg.GPUS)
     try:
-        return fn(config, args.cfg, ctx)
+        return fn(cfg, args.cfg, ctx)
     finally:
         cleanup()
+
+
+def reporting_user_errors(fn, debug=False):
+    """``fn`` wrapped so that a UserError it raises is reported as one ``error:`` block
+    and ends the process with status 2 (see the module's docstring).
+
+    Args:
+        fn (callable): the tool's work, e.g. a tool's ``main``.
+        debug (bool): also print the traceback on the console (as ``ADPC_DEBUG=1`` does).
+    """
+    debug = debug or os.environ.get(DEBUG_ENV, '') not in ('', '0')
+
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            report_user_error(e, debug)
+            raise SystemExit(EXIT_USER_ERROR) from None
+    return wrapper
+
+
+def _rank():
+    return int(os.environ.get('RANK', '0') or 0)
+
+
+def report_user_error(error, debug=False):
+    """Report ``error`` (being handled): traceback to the log file (and the console when
+    ``debug``), the message to torchrun's error file and, on rank 0 or outside
+    torchrun, to stderr.
+
+    Args:
+        error (UserError): the exception.
+        debug (bool): print the traceback on the console too.
+    """
+    trace = traceback.format_exc()
+    log_file = log_file_path()
+    if log_file:
+        logging.getLogger(FILE_ONLY).error(f'error: {error}\n{trace}')
+    error_file = os.environ.get('TORCHELASTIC_ERROR_FILE')
+    if error_file:
+        _write_error_file(error_file, f'error: {error}')
+    if _rank() != 0 and error_file:
+        return  # torchrun's summary shows it; rank 0 prints the shared errors
+    if debug:
+        sys.stderr.write(trace)
+    where = f'in {log_file}, or ' if log_file else ''
+    hint = '' if debug else f'\n  (traceback: {where}on the console with --debug or {DEBUG_ENV}=1)'
+    sys.stderr.write(f'error: {error}{hint}\n')
+    sys.stderr.flush()
+
+
+def _write_error_file(path, message):
+    """The record torchrun's summary reads (the format of torch's ErrorHandler), with
+    the message in place of the traceback, which the summary would print."""
+    data = {'message': {'message': message,
+                        'extraInfo': {'timestamp': str(int(time.time()))}}}
+    with open(path, 'w') as f:
+        json.dump(data, f)

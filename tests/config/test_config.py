@@ -1,10 +1,12 @@
 import argparse
 import os
+import re
 
 import pytest
 import yaml
 
-from config import ConfigKeyError, config, update_config
+from config import ConfigKeyError, config, config_differences, default_config, update_config
+from utils.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXPERIMENTS = os.path.join(ROOT, 'experiments', 'cityscapes')
@@ -63,3 +65,58 @@ def test_config_yaml_of_an_original_run_loads(tmp_path):
     assert cfg.EXIT.TYPE == 'flex' and cfg.EXIT.COMP_RATE == 1.0
     assert cfg.MODEL.EXTRA.STAGE1.NUM_RANCHES == 1
     assert cfg.DEBUG.SAVE_HEATMAPS_PRED is False
+
+
+@pytest.mark.parametrize('key,alias', [('TRAIN.BASE_LR', 'TRAIN.LR'), ('SOLVER.BASE_LR', 'TRAIN.LR'),
+                                       ('MAX_EPOCH', 'TRAIN.END_EPOCH'),
+                                       ('SOLVER.IMS_PER_BATCH', 'TRAIN.BATCH_SIZE_PER_GPU')])
+def test_unknown_key_from_another_codebase_suggests_ours(key, alias):
+    with pytest.raises(ConfigError, match=rf'unknown config key {re.escape(key)} .*did you mean '
+                                          rf'{re.escape(alias)}\?'):
+        load(os.path.join(EXPERIMENTS, 'w48.yaml'), key, '1')
+
+
+def test_value_of_the_wrong_type_names_key_value_and_type():
+    with pytest.raises(ConfigError, match=r"MASK\.CONF_THRE 'abc' on the command line: expected "
+                                          r'a float'):
+        load(os.path.join(EXPERIMENTS, 'w48.yaml'), 'MASK.CONF_THRE', 'abc')
+
+
+def test_wrong_type_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / 'bad.yaml'
+    path.write_text('TRAIN:\n  END_EPOCH: many\n')
+    with pytest.raises(ConfigError, match=r"TRAIN\.END_EPOCH 'many' in .*bad\.yaml: expected an? int"):
+        load(str(path))
+
+
+def test_integer_for_a_float_key_is_accepted():
+    assert load(os.path.join(EXPERIMENTS, 'w48.yaml'), 'MASK.CONF_THRE', '1').MASK.CONF_THRE == 1.0
+
+
+def test_missing_cfg_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r'--cfg file .*nope\.yaml does not exist'):
+        load(str(tmp_path / 'nope.yaml'))
+
+
+def test_missing_base_names_both_files(tmp_path):
+    path = tmp_path / 'variant.yaml'
+    path.write_text('_BASE_: gone.yaml\n')
+    with pytest.raises(ConfigError, match=r'_BASE_ of .*variant\.yaml: .*gone\.yaml does not exist'):
+        load(str(path))
+
+
+def test_odd_number_of_overrides_names_the_lonely_key():
+    with pytest.raises(ConfigError, match=r"KEY VALUE pairs; 'TRAIN\.LR' has no value"):
+        load(os.path.join(EXPERIMENTS, 'w48.yaml'), 'TRAIN.END_EPOCH', '3', 'TRAIN.LR')
+
+
+def test_merging_leaves_the_defaults_untouched():
+    load(os.path.join(EXPERIMENTS, 'w48.yaml'), 'TRAIN.LR', '0.5')
+    assert default_config().TRAIN.LR == 0.01
+
+
+def test_config_differences_ignore_the_given_keys():
+    a = load(os.path.join(EXPERIMENTS, 'w48.yaml'))
+    b = load(os.path.join(EXPERIMENTS, 'w48_rh.yaml'), 'PRINT_FREQ', '1')
+    assert config_differences(a, b, ignore=['PRINT_FREQ']) == [
+        ('EXIT.TYPE', 'original', 'flex'), ('EXIT.INTER_CHANNEL', 64, 128)]

@@ -1,15 +1,18 @@
 import copy
+import re
 
 import pytest
 import torch
 import torch.nn as nn
 
+import core.engine
 from core.criterion import FullModel, MultiExitLoss
 from core.engine import NonFiniteLossError, evaluate, train_one_epoch
 from core.metrics import FlopsMeter
 from core.training import select_trainable
 from standin import StandIn
 from utils.distributed import DistContext
+from utils.logger import setup_logger
 
 
 def batches(n=3, seed=0):
@@ -130,3 +133,41 @@ def test_evaluate_builds_one_confusion_matrix_per_exit():
     assert torch.equal(matrices[3].mat, 256 * torch.eye(3, dtype=torch.int64))
     assert matrices[3].mean_iou() == 1.0
     assert meter.gflops() == [1.0, 2.0, 3.0, 4.0] and meter.count == 1
+
+
+class Clock:
+    """A clock that only moves when a batch is loaded (one second each)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def time(self):
+        return self.now
+
+
+class SlowLoader(list):
+    def __init__(self, batches, clock):
+        super().__init__(batches)
+        self.clock = clock
+
+    def __iter__(self):
+        for batch in list.__iter__(self):
+            self.clock.now += 1.0
+            yield batch
+
+
+def test_iter_lines_give_time_per_iteration_and_no_bar_when_redirected(tmp_path, capsys,
+                                                                       monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(core.engine, 'time', clock)
+    setup_logger(str(tmp_path), 'tiny', 'train')
+    loader = SlowLoader(batches(8), clock)
+    full = FullModel(StandIn(), MultiExitLoss([1, 1, 1, 1], 3))
+    opt = torch.optim.SGD(full.parameters(), lr=0.1)
+    train_one_epoch(full, loader, opt, epoch=0, base_lr=0.1, max_it=100, first_it=0,
+                    ctx=DistContext(), print_freq=3)
+    out, err = capsys.readouterr()
+    times = re.findall(r'Iter \[(\d+)/8\] time (\d+\.\d+)s/it', out)
+    assert [int(i) for i, _ in times] == [0, 3, 6]
+    assert [float(t) for _, t in times] == [1.0, 1.0, 1.0]  # not 1, 4, 7 (a running total)
+    assert 'epoch 1' not in err and '\r' not in err  # no tqdm bar on captured output

@@ -6,6 +6,7 @@ from core.schedule import iterations_per_epoch, poly_lr, set_lr
 from core.criterion import FullModel, MultiExitLoss
 from standin import StandIn
 from utils.distributed import DistContext
+from utils.errors import LaunchError
 
 
 def test_poly_lr_values():
@@ -19,7 +20,7 @@ def test_iterations_follow_effective_batch():
     # Cityscapes train (2975 images), 3 per GPU on 4 GPUs: 247 iterations per epoch.
     assert iterations_per_epoch(2975, 3, 4) == 247
     assert iterations_per_epoch(2975, 3, 1) == 991
-    with pytest.raises(ValueError, match='BATCH_SIZE_PER_GPU'):
+    with pytest.raises(LaunchError, match="BATCH_SIZE_PER_GPU"):
         iterations_per_epoch(3, 2, 2)
 
 

@@ -10,7 +10,7 @@ from core.criterion import FullModel, MultiExitLoss
 from core.training import TrainState, load_checkpoint, plan_phases, save_checkpoint
 from standin import StandIn
 from utils.distributed import DistContext
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, ConfigError
 
 
 def trained_pair(seed=0):
@@ -120,5 +120,5 @@ def test_ee_only_trains_at_extra_lr():
 
 def test_extra_epochs_without_extra_set_name_both_keys():
     cfg = phases_cfg(END_EPOCH=2, EXTRA_EPOCH=1)
-    with pytest.raises(ValueError, match=r'EXTRA_EPOCH.*EXTRA_TRAIN_SET'):
+    with pytest.raises(ConfigError, match=r'EXTRA_EPOCH.*EXTRA_TRAIN_SET'):
         plan_phases(cfg, DistContext(), lambda p: fake_loader(8))

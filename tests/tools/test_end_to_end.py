@@ -146,6 +146,51 @@ def test_legacy_launcher_on_a_run_config_writes_into_the_run(reference_run):
     assert f'weights: {os.path.join(out, "final_state.pth")}' in proc.stdout
 
 
+def file_times(folder):
+    return {path: os.stat(path).st_mtime_ns
+            for path in glob.glob(os.path.join(folder, '**'), recursive=True)}
+
+
+def test_training_into_a_run_of_another_config_is_refused_and_writes_nothing(reference_run,
+                                                                              data_root):
+    out, _ = reference_run
+    before = file_times(out)
+    command = [sys.executable, 'tools/train_ee.py', '--cfg', TINY, 'DATASET.ROOT', data_root,
+               'OUTPUT_DIR', os.path.dirname(os.path.dirname(out))] + SMALL
+    other = subprocess.run(command + ['MASK.CONF_THRE', '0.55', 'EXIT.INTER_CHANNEL', '4'],
+                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert other.returncode == 2, other.stderr
+    assert re.search(r'MASK\.CONF_THRE: [\d.]+ -> 0\.55\n', other.stderr), other.stderr
+    assert re.search(r'EXIT\.INTER_CHANNEL: \d+ -> 4\n', other.stderr)
+    assert 'OUTPUT_DIR' in other.stderr
+    same = subprocess.run(command + ['AUTO_RESUME', 'False'], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert same.returncode == 2 and 'finished run of this same configuration' in same.stderr
+    assert 'Traceback' not in other.stderr + same.stderr
+    assert file_times(out) == before  # not a file added, replaced or touched
+
+
+def test_evaluation_with_overrides_writes_into_its_own_subdirectory(reference_run):
+    out, _ = reference_run
+    before = {name: os.stat(os.path.join(out, name)).st_mtime_ns
+              for name in ('result.txt', 'test_stats.json', 'config.yaml')}
+    proc = run([sys.executable, 'tools/test_ee.py', '--cfg', os.path.join(out, 'config.yaml'),
+                'MASK.CONF_THRE', '1.0'])
+    sub = os.path.join(out, 'eval', 'MASK.CONF_THRE=1.0')
+    assert {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in before} == before
+    assert glob.glob(os.path.join(sub, 'config_*_test.log'))
+    with open(os.path.join(sub, 'config.yaml')) as f:
+        text = f.read()
+    assert 'CONF_THRE: 1.0' in text and os.path.join(out, 'final_state.pth') in text
+    with open(os.path.join(sub, 'test_stats.json')) as f, \
+            open(os.path.join(out, 'test_stats.json')) as g:
+        unmasked, masked = json.load(f), json.load(g)
+    assert all(u >= m for u, m in zip(unmasked['Gflops'], masked['Gflops']))
+    assert re.fullmatch(r'\d+\.\d\d(\t\d+\.\d\d){4}', read_result(os.path.join(sub, 'result.txt')))
+    assert proc.stdout.count('mIoU (%)') == 1  # the results are printed once
+    assert f'wrote result.txt and test_stats.json to {sub}' in proc.stdout
+
+
 def process_tree(pid):
     """``pid`` and all its descendants (Linux /proc). torchrun starts its workers in
     sessions of their own, so killing torchrun's process group would not reach them."""

@@ -90,3 +90,6 @@ def test_code_in_a_checkpoint_never_runs(entry, layout, data_root, tmp_path):
     assert f'python tools/convert_checkpoint.py {evil} ' in output
     assert not marker.exists()
     assert not os.path.exists(os.path.join(out, 'cityscapes', 'tiny_adpc', 'final_state.pth'))
+    if entry in ('TEST.MODEL_FILE', 'MODEL.PRETRAINED', 'AUTO_RESUME'):  # the launched tools
+        assert proc.stderr.startswith('error: ') or '\nerror: ' in proc.stderr
+        assert 'Traceback' not in output

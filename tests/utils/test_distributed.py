@@ -7,6 +7,7 @@ import torch.multiprocessing as mp
 
 from utils import distributed
 from utils.distributed import DistContext, init_distributed
+from utils.errors import LaunchError
 from utils.launch import default_argument_parser
 
 LAUNCH_VARS = ('WORLD_SIZE', 'RANK', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
@@ -49,7 +50,7 @@ def test_launcher_with_one_process_needs_no_process_group(clean_env):
 def test_several_processes_without_rendezvous_address_say_how_to_launch(clean_env):
     clean_env.setenv('WORLD_SIZE', '2')
     clean_env.setenv('RANK', '1')
-    with pytest.raises(RuntimeError, match='torchrun --nproc_per_node'):
+    with pytest.raises(LaunchError, match='torchrun --nproc_per_node'):
         init_distributed()
 
 

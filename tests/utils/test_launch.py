@@ -1,0 +1,99 @@
+"""The tools' error report: a UserError is one `error:` block on stderr and exit status
+2, its traceback in the log file (and on the console only when asked for); any other
+exception keeps its traceback."""
+import json
+import os
+
+import pytest
+
+from utils.errors import DataError
+from utils.launch import default_argument_parser, launch
+from utils.logger import setup_logger
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = os.path.join(ROOT, 'experiments', 'synthetic', 'tiny_adpc.yaml')
+# torch's error recorder cannot enable faulthandler on pytest's captured stderr.
+pytestmark = pytest.mark.filterwarnings('ignore:Unable to enable fault handler')
+MESSAGE = 'list/cityscapes/val.lst: 2 images are missing\n  a.png\n  b.png'
+
+
+@pytest.fixture(autouse=True)
+def single_process(monkeypatch):
+    for name in ('WORLD_SIZE', 'RANK', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT',
+                 'TORCHELASTIC_ERROR_FILE', 'ADPC_DEBUG'):
+        monkeypatch.delenv(name, raising=False)
+
+
+def launch_tool(fn, *argv):
+    args = default_argument_parser('test').parse_args(['--cfg', TINY] + list(argv))
+    with pytest.raises(SystemExit) as info:
+        launch(fn, args)
+    return info.value.code
+
+
+def fail_with_data_error(cfg, cfg_path, ctx):
+    raise DataError(MESSAGE)
+
+
+def test_user_error_is_one_error_block_without_traceback(capsys):
+    assert launch_tool(fail_with_data_error) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f'error: {MESSAGE}\n')
+    assert err.count('error:') == 1 and 'Traceback' not in err + out
+    assert 'ADPC_DEBUG=1' in err and '--debug' in err
+
+
+def test_traceback_goes_to_the_log_file(tmp_path, capsys):
+    def fail_after_logging(cfg, cfg_path, ctx):
+        setup_logger(str(tmp_path), 'tiny', 'train')
+        raise DataError(MESSAGE)
+
+    assert launch_tool(fail_after_logging) == 2
+    err = capsys.readouterr().err
+    (log,) = tmp_path.glob('tiny_*_train.log')
+    text = log.read_text()
+    assert 'Traceback' in text and 'fail_after_logging' in text and MESSAGE in text
+    assert str(log) in err and 'Traceback' not in err
+
+
+@pytest.mark.parametrize('how', ['flag', 'env'])
+def test_debug_prints_the_traceback(how, monkeypatch, capsys):
+    if how == 'env':
+        monkeypatch.setenv('ADPC_DEBUG', '1')
+    assert launch_tool(fail_with_data_error, *(['--debug'] if how == 'flag' else [])) == 2
+    err = capsys.readouterr().err
+    assert 'Traceback' in err and 'fail_with_data_error' in err
+    assert err.count(f'error: {MESSAGE}') == 1
+
+
+def test_config_error_is_reported_before_the_tool_runs(capsys):
+    ran = []
+    assert launch_tool(lambda *a: ran.append(a), 'SOLVER.BASE_LR', '0.1') == 2
+    err = capsys.readouterr().err
+    assert not ran
+    assert err.startswith('error: unknown config key SOLVER.BASE_LR on the command line; '
+                          'did you mean TRAIN.LR?')
+
+
+def test_other_exceptions_keep_their_traceback():
+    def bug(cfg, cfg_path, ctx):
+        raise ZeroDivisionError('a bug')
+
+    args = default_argument_parser('test').parse_args(['--cfg', TINY])
+    with pytest.raises(ZeroDivisionError, match='a bug'):
+        launch(bug, args)
+
+
+def test_under_torchrun_the_message_goes_to_the_error_file(tmp_path, monkeypatch, capsys):
+    error_file = tmp_path / 'error.json'
+    monkeypatch.setenv('TORCHELASTIC_ERROR_FILE', str(error_file))
+    monkeypatch.setenv('RANK', '1')
+    assert launch_tool(fail_with_data_error) == 2
+    assert capsys.readouterr().err == ''  # rank 1: torchrun's summary shows it
+    record = json.loads(error_file.read_text())['message']
+    assert record['message'] == f'error: {MESSAGE}'
+    assert 'py_callstack' not in record['extraInfo']  # the summary would print it
+
+    monkeypatch.setenv('RANK', '0')
+    assert launch_tool(fail_with_data_error) == 2
+    assert capsys.readouterr().err.startswith(f'error: {MESSAGE}\n')
