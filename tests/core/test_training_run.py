@@ -1,6 +1,6 @@
 """The wiring of a whole training run (core.training.train), in process on a tiny model
 and a tiny synthetic Cityscapes: learning rate of every step, data order per epoch,
-class weights, best.pth, the extra phase, TensorBoard, and strict resuming."""
+class weights, best.pth, the extra phase and TensorBoard; and validation's eval mode."""
 import os
 import sys
 
@@ -56,6 +56,8 @@ class Recorded(torch.utils.data.Dataset):
 
 
 class RecordingWriter:
+    """Stands in for TensorBoard's writer: notes every scalar with the optimiser's lr."""
+
     def __init__(self, recorder):
         self.recorder = recorder
 
