@@ -209,9 +209,10 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
                              None if sizes is None else [sizes[r] for r in rows])
             continue
         for i in range(batch[0].shape[0]):  # passes run image by image, at its own size
-            size = batch[0].shape[-2:] if sizes is None else padded_size(sizes[i])
-            image = pad_to(batch[0][i:i + 1], size, 0.0).to(ctx.device, non_blocking=True)
-            labels = pad_to(batch[1][i:i + 1].long(), size, ignore_label).to(ctx.device)
+            # Unpadded: scales and flips are of the image itself (each forward is padded).
+            h, w = batch[0].shape[-2:] if sizes is None else sizes[i]
+            image = batch[0][i:i + 1, :, :h, :w].to(ctx.device, non_blocking=True)
+            labels = batch[1][i:i + 1, :h, :w].long().to(ctx.device, non_blocking=True)
             result = multi_pass_inference(_costed_forward(model, flops_meter), image, modes)
             if result.num_exits != num_exits:
                 raise ValueError(f'the model returned {result.num_exits} outputs, expected '
@@ -220,8 +221,7 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
                 flops_meter.add(result.cost, result.forwards)
             # One exit's full-size scores at a time (all four would need 4x the memory).
             scores = (result.scores(k) for k in range(num_exits))
-            _score_exits(scores, labels, batch[2][i:i + 1], matrices, writer,
-                         None if sizes is None else sizes[i:i + 1])
+            _score_exits(scores, labels, batch[2][i:i + 1], matrices, writer)
     for matrix in matrices:
         matrix.reduce_from_all_processes()
     if flops_meter is not None:

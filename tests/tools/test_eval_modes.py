@@ -172,3 +172,16 @@ def test_command_line_takes_submit_after_the_overrides(setup, tmp_path):
     assert os.listdir(tmp_path / 'sub') == ['exit4']
     assert len(os.listdir(tmp_path / 'sub' / 'exit4')) == 2
     assert 'predictions only' in proc.stdout + proc.stderr
+
+
+def test_single_scale_one_is_exact_on_sizes_off_the_stride(setup, tmp_path):
+    """40 x 72 images run padded to 64 x 96; the passes of a 40 x 72 image must be taken
+    from the image itself, not from its padded copy, to give the plain figures."""
+    root = str(tmp_path / 'data')
+    generate_synthetic_cityscapes(root, num_train=1, num_val=2, num_test=0, height=40,
+                                  width=72)
+    sized = ('DATASET.ROOT', root, 'TEST.BASE_SIZE', 72, 'TEST.IMAGE_SIZE', [72, 40])
+    default, _ = evaluate(setup, tmp_path / 'default', *sized)
+    single, _ = evaluate(setup, tmp_path / 'single', *sized, 'TEST.MULTI_SCALE', True,
+                         'TEST.SCALE_LIST', [1.0])
+    assert single['class_IoU'] == default['class_IoU'] and single['Gflops'] == default['Gflops']
