@@ -4,9 +4,11 @@ Each image is a street scene drawn from simple shapes: sky above a horizon, buil
 walls, fences and trees along it, a road in perspective between sidewalks and terrain,
 poles carrying signs and lights, and vehicles, people and riders standing on the ground
 with sizes that grow towards the bottom of the image. Every labelId has its own colour
-(the Cityscapes palette) and texture (stripes, checks, grids, windows, gradients or
-grain), with per-image colour jitter, brightness changes and pixel noise, so a small
-network can learn the classes in a few CPU epochs. Void labelIds appear as in real
+(the Cityscapes palette, moved apart where two classes would be close) and texture
+(stripes, checks, grids, windows, gradients or grain), with per-image colour jitter,
+brightness changes and pixel noise. All 19 evaluated classes get enough pixels, at
+sizes a network that predicts at a quarter of the resolution can resolve, so a small
+network learns every class in a few CPU minutes. Void labelIds appear as in real
 data: the ego vehicle (1) at the bottom, and patches of unlabeled (0), static (4) and
 parking (9) pixels, all of which map to the ignore label.
 
@@ -35,7 +37,10 @@ FRAME = 19  # the annotated frame of each Cityscapes sequence snippet
 # Written beside the data so that a later run may replace a synthetic tree, never real data.
 MARKER = 'SYNTHETIC.txt'
 
-# labelId → (RGB colour, texture, texture period in pixels).
+# labelId → (RGB colour, texture, texture period in pixels). Colours of the evaluated
+# classes follow the Cityscapes palette where it keeps classes apart; where two classes
+# would be close (car, truck and bus; person and rider; pole and fence; light and sign)
+# one of them moves, so that every pair differs by at least 80 units of RGB distance.
 STYLES = {
     0: ((0, 0, 0), 'random', 0),  # unlabeled: uniform colour noise
     1: ((25, 25, 30), 'flat', 0),  # ego vehicle
@@ -43,31 +48,37 @@ STYLES = {
     7: ((128, 64, 128), 'grain', 0),  # road
     8: ((244, 35, 232), 'grid', 12),  # sidewalk
     9: ((250, 170, 160), 'grid', 6),  # parking
-    11: ((70, 70, 70), 'windows', 16),  # building
-    12: ((102, 102, 156), 'hstripes', 6),  # wall
-    13: ((190, 153, 153), 'vstripes', 4),  # fence
-    17: ((153, 153, 153), 'flat', 0),  # pole
-    19: ((250, 170, 30), 'flat', 0),  # traffic light
-    20: ((220, 220, 0), 'flat', 0),  # traffic sign
+    11: ((70, 70, 70), 'windows', 12),  # building
+    12: ((90, 90, 200), 'hstripes', 6),  # wall
+    13: ((230, 190, 120), 'vstripes', 4),  # fence
+    17: ((160, 160, 160), 'flat', 0),  # pole
+    19: ((250, 150, 0), 'flat', 0),  # traffic light
+    20: ((255, 255, 0), 'flat', 0),  # traffic sign
     21: ((107, 142, 35), 'grain', 0),  # vegetation
-    22: ((152, 251, 152), 'hstripes', 3),  # terrain
-    23: ((70, 130, 180), 'gradient', 0),  # sky
+    22: ((152, 251, 152), 'hstripes', 4),  # terrain
+    23: ((70, 160, 230), 'gradient', 0),  # sky
     24: ((220, 20, 60), 'flat', 0),  # person
-    25: ((255, 0, 0), 'hstripes', 4),  # rider
+    25: ((120, 0, 0), 'hstripes', 4),  # rider
     26: ((0, 0, 142), 'flat', 0),  # car
-    27: ((0, 0, 70), 'vstripes', 8),  # truck
-    28: ((0, 60, 100), 'windows', 10),  # bus
-    31: ((0, 80, 100), 'hstripes', 10),  # train
-    32: ((0, 0, 230), 'checker', 4),  # motorcycle
-    33: ((119, 11, 32), 'checker', 4),  # bicycle
+    27: ((0, 140, 140), 'vstripes', 8),  # truck
+    28: ((0, 80, 30), 'windows', 10),  # bus
+    31: ((120, 0, 220), 'hstripes', 8),  # train
+    32: ((0, 60, 255), 'checker', 4),  # motorcycle
+    33: ((255, 120, 200), 'checker', 4),  # bicycle
 }
-TEXTURE_AMPLITUDE = 35.0  # brightness swing of a texture, in 0…255 units
-COLOUR_JITTER = 15  # per-image, per-class colour shift, in 0…255 units per channel
-PIXEL_NOISE = 8.0  # standard deviation of the per-pixel Gaussian noise
+TEXTURE_AMPLITUDE = 25.0  # brightness swing of a texture, in 0…255 units
+COLOUR_JITTER = 10  # per-image, per-class colour shift, in 0…255 units per channel
+BRIGHTNESS = (0.9, 1.1)  # range of the per-image illumination factor
+PIXEL_NOISE = 6.0  # standard deviation of the per-pixel Gaussian noise
 
 # Vehicles: labelId → (relative frequency, width / W, height / H) at the image bottom.
-VEHICLES = {26: (4.0, 0.28, 0.22), 27: (1.0, 0.30, 0.36), 28: (1.0, 0.36, 0.40),
-            31: (0.5, 0.50, 0.40), 32: (1.5, 0.14, 0.24), 33: (1.5, 0.13, 0.22)}
+# Frequencies are near uniform so that every class gets enough pixels to be learned.
+VEHICLES = {26: (2.0, 0.30, 0.26), 27: (1.0, 0.32, 0.40), 28: (1.0, 0.38, 0.42),
+            31: (1.0, 0.50, 0.40), 32: (1.0, 0.22, 0.30), 33: (1.0, 0.22, 0.30)}
+# Apparent size of an object at depth d (0 at the horizon, 1 at the image bottom):
+# NEAREST_SCALE * (1 - FAR_SHRINK * (1 - d)). Far objects stay large enough to be seen
+# at a quarter of the image resolution, where the network predicts.
+FAR_SHRINK = 0.5
 
 ROAD, SIDEWALK, PARKING, TERRAIN, SKY = 7, 8, 9, 22, 23
 UNLABELED, EGO_VEHICLE, STATIC = 0, 1, 4
@@ -96,37 +107,38 @@ def render_scene(height, width, rng):
 def _draw_layout(H, W, rng):
     """Paint labelIds back to front: sky, skyline, ground, objects, void regions."""
     label = np.full((H, W), SKY, dtype=np.uint8)
-    horizon = int(H * rng.uniform(0.38, 0.5))
+    horizon = int(H * rng.uniform(0.4, 0.5))
 
-    # Skyline: a row of buildings with occasional gaps of sky, then low walls/fences.
+    # Skyline: a row of buildings with occasional gaps of sky, then walls, fences and
+    # trees in front of them along the horizon.
     x = 0
     while x < W:
-        block = max(4, int(W * rng.uniform(0.08, 0.25)))
-        if rng.random() > 0.2:
-            top = int(horizon * rng.uniform(0.05, 0.8))
+        block = max(4, int(W * rng.uniform(0.12, 0.3)))
+        if rng.random() > 0.15:
+            top = int(horizon * rng.uniform(0.05, 0.6))
             _rect(label, x, top, x + block, horizon + H * 0.03, BUILDING)
         x += block
     for label_id in (WALL, FENCE):
-        if rng.random() < 0.7:
-            x0 = W * rng.uniform(0, 0.8)
-            _rect(label, x0, horizon - H * rng.uniform(0.06, 0.15),
-                  x0 + W * rng.uniform(0.1, 0.3), horizon + H * 0.04, label_id)
-    for _ in range(rng.integers(1, 5)):
-        centre = (W * rng.uniform(0, 1), horizon - H * rng.uniform(0, 0.2))
-        axes = (W * rng.uniform(0.04, 0.12), H * rng.uniform(0.06, 0.15))
+        if rng.random() < 0.75:
+            x0 = W * rng.uniform(0, 0.75)
+            _rect(label, x0, horizon - H * rng.uniform(0.12, 0.22),
+                  x0 + W * rng.uniform(0.2, 0.4), horizon + H * 0.04, label_id)
+    for _ in range(rng.integers(1, 4)):
+        centre = (W * rng.uniform(0, 1), horizon - H * rng.uniform(0.05, 0.2))
+        axes = (W * rng.uniform(0.06, 0.14), H * rng.uniform(0.1, 0.2))
         _ellipse(label, centre, axes, VEGETATION)
 
     # Ground: sidewalk, terrain verges in the lower corners, then a road in perspective
     # towards a vanishing point on the horizon, covering the inner part of the verges.
     label[horizon:] = SIDEWALK
     for corner in (0, W):
-        if rng.random() < 0.7:
-            verge_top = horizon + (H - horizon) * rng.uniform(0.1, 0.5)
-            reach = W * rng.uniform(0.15, 0.35)
+        if rng.random() < 0.75:
+            verge_top = horizon + (H - horizon) * rng.uniform(0.1, 0.4)
+            reach = W * rng.uniform(0.2, 0.4)
             _polygon(label, [(corner, verge_top), (abs(corner - reach), H), (corner, H)],
                      TERRAIN)
     vanish, half_top = W * rng.uniform(0.4, 0.6), W * 0.03
-    left, right = W * rng.uniform(0.0, 0.25), W * rng.uniform(0.75, 1.0)
+    left, right = W * rng.uniform(0.0, 0.2), W * rng.uniform(0.8, 1.0)
     _polygon(label, [(vanish - half_top, horizon), (vanish + half_top, horizon),
                      (right, H), (left, H)], ROAD)
 
@@ -138,38 +150,36 @@ def _draw_layout(H, W, rng):
 
     if rng.random() < 0.4:  # a parking lot beside the road
         y0 = horizon + (H - horizon) * rng.uniform(0.2, 0.6)
-        x0 = road_x(y0, 1) if rng.random() < 0.5 else road_x(y0, 0) - W * 0.15
-        _rect(label, x0, y0, x0 + W * 0.15, y0 + H * 0.1, PARKING)
+        x0 = road_x(y0, 1) if rng.random() < 0.5 else road_x(y0, 0) - W * 0.2
+        _rect(label, x0, y0, x0 + W * 0.2, y0 + H * 0.12, PARKING)
 
     # Objects standing on the ground, drawn far (small) to near (large).
     objects = []
     vehicle_ids = list(VEHICLES)
     frequencies = np.array([VEHICLES[i][0] for i in vehicle_ids])
-    for _ in range(rng.integers(1, 5)):
+    for _ in range(rng.integers(2, 4)):
         kind = vehicle_ids[rng.choice(len(vehicle_ids), p=frequencies / frequencies.sum())]
-        objects.append((rng.uniform(0.15, 0.95), 'vehicle', kind))
-    for _ in range(rng.integers(0, 5)):
-        objects.append((rng.uniform(0.1, 0.95), 'person', PERSON))
-    for _ in range(rng.integers(1, 4)):
-        objects.append((rng.uniform(0.1, 0.9), 'pole', POLE))
+        objects.append((rng.uniform(0.2, 0.95), 'vehicle', kind))
+    for _ in range(rng.integers(0, 4)):
+        objects.append((rng.uniform(0.2, 0.95), 'person', PERSON))
+    for _ in range(rng.integers(1, 3)):
+        objects.append((rng.uniform(0.2, 0.9), 'pole', POLE))
     for depth, kind, label_id in sorted(objects, key=lambda item: item[0]):
         y = horizon + (H - horizon) * depth
-        scale = depth  # apparent size grows linearly from the horizon down
+        scale = 1 - FAR_SHRINK * (1 - depth)
         if kind == 'vehicle':
             _, rel_w, rel_h = VEHICLES[label_id]
-            w, h = max(4, W * rel_w * scale), max(4, H * rel_h * scale)
             x = road_x(y, rng.uniform(0.2, 0.8))
-            _draw_vehicle(label, x, y, w, h, label_id, rng)
+            _draw_vehicle(label, x, y, W * rel_w * scale, H * rel_h * scale, label_id, rng)
         else:  # on the ground left or right of the road
             if rng.random() < 0.5:
-                x = road_x(y, 0) * rng.uniform(0.3, 0.95)
+                x = road_x(y, 0) * rng.uniform(0.3, 0.9)
             else:
-                x = road_x(y, 1) + (W - road_x(y, 1)) * rng.uniform(0.05, 0.7)
+                x = road_x(y, 1) + (W - road_x(y, 1)) * rng.uniform(0.1, 0.7)
             if kind == 'person':
-                _draw_person(label, x, y, max(6, H * 0.45 * scale), PERSON)
+                _draw_person(label, x, y, H * 0.5 * scale, PERSON)
             else:
-                _draw_pole(label, x, y, H * (0.1 + 0.6 * scale), max(2, W * 0.015 * scale),
-                           rng)
+                _draw_pole(label, x, y, H * (0.35 + 0.35 * scale), W * 0.03 * scale, rng)
 
     # Void regions, mapped to the ignore label like in the real annotations.
     for label_id in (STATIC, UNLABELED):
@@ -186,29 +196,29 @@ def _draw_vehicle(label, x, y, w, h, label_id, rng):
         _rect(label, x - w / 2, y - h * 0.6, x + w / 2, y, CAR)
         _rect(label, x - w * 0.3, y - h, x + w * 0.3, y - h * 0.6, CAR)
     elif label_id in (MOTORCYCLE, BICYCLE):  # two wheels and a frame, often ridden
-        radius = w * 0.3
+        radius = w * 0.28
         for cx in (x - w / 2 + radius, x + w / 2 - radius):
             _ellipse(label, (cx, y - radius), (radius, radius), label_id)
-        _rect(label, x - w / 2 + radius, y - h * 0.5, x + w / 2 - radius, y - radius,
+        _rect(label, x - w / 2 + radius, y - h * 0.6, x + w / 2 - radius, y - radius,
               label_id)
-        if rng.random() < 0.6:
-            _draw_person(label, x, y - h * 0.4, h * 1.6, RIDER)
+        if rng.random() < 0.7:
+            _draw_person(label, x, y - h * 0.5, h * 1.4, RIDER)
     else:  # truck, bus, train: boxes
         _rect(label, x - w / 2, y - h, x + w / 2, y, label_id)
 
 
 def _draw_person(label, x, y, h, label_id):
-    w = h * 0.3
-    _rect(label, x - w / 2, y - h * 0.85, x + w / 2, y, label_id)
-    _ellipse(label, (x, y - h * 0.9), (w * 0.4, h * 0.1), label_id)
+    w = h * 0.35
+    _rect(label, x - w / 2, y - h * 0.8, x + w / 2, y, label_id)
+    _ellipse(label, (x, y - h * 0.88), (w * 0.4, h * 0.12), label_id)
 
 
 def _draw_pole(label, x, y, h, w, rng):
     _rect(label, x - w / 2, y - h, x + w / 2, y, POLE)
     if rng.random() < 0.5:  # a sign, wider than the pole
-        _rect(label, x - 2.5 * w, y - h, x + 2.5 * w, y - h + 3 * w, SIGN)
+        _rect(label, x - 2 * w, y - h, x + 2 * w, y - h + 3 * w, SIGN)
     else:  # a traffic light, taller than wide
-        _rect(label, x - 1.5 * w, y - h, x + 1.5 * w, y - h + 5 * w, LIGHT)
+        _rect(label, x - 1.25 * w, y - h, x + 1.25 * w, y - h + 4 * w, LIGHT)
 
 
 def _rect(label, x0, y0, x1, y1, label_id):
@@ -262,7 +272,7 @@ def _paint(label, rng):
         colour = np.asarray(colour) + rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, 3)
         modulation = _texture(kind, period, ys, xs, height, rng)
         image[ys, xs] = colour + TEXTURE_AMPLITUDE * modulation[:, None]
-    image *= rng.uniform(0.85, 1.15)  # global illumination
+    image *= rng.uniform(*BRIGHTNESS)  # global illumination
     image += rng.normal(0.0, PIXEL_NOISE, image.shape)
     image = np.clip(np.round(image), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(image[:, :, ::-1])  # RGB → BGR for cv2.imwrite
