@@ -27,6 +27,10 @@ _C.MODEL = CN()
 _C.MODEL.NAME = 'model_anytime'  # module in lib/models providing get_seg_model(cfg)
 _C.MODEL.PRETRAINED = ''  # HRNet ImageNet weights; '' = random init (std 0.001)
 _C.MODEL.LOAD_STAGE = 0  # 0: keys present in both; 1: strip 'model.', skip exits; 2: strip 'model.', take all
+# BatchNorm running-statistics momentum: HRNet's 0.01 averages over ~100 steps, which
+# suits long runs; a run of a few hundred steps needs a larger one (0.1) or its
+# evaluation uses statistics of much earlier weights.
+_C.MODEL.BN_MOMENTUM = 0.01
 # Free-form HRNet description: EE_WEIGHTS, EARLY_DETACH, AGGREGATION, EXIT_NORM and
 # STAGE1..STAGE4 with NUM_MODULES, NUM_BRANCHES, BLOCK, NUM_BLOCKS, NUM_CHANNELS, FUSE_METHOD.
 _C.MODEL.EXTRA = CN(new_allowed=True)

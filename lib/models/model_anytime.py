@@ -23,8 +23,8 @@ import torch.nn as nn
 
 from .confidence import CRITERIA, ConfidenceMasks, copy_aggregate
 from .exits import make_exit, original_head
-from .hrnet import BLOCKS, Bottleneck, apply_transition, batch_norm, make_layer, make_stage, \
-    make_transition, upsample_to
+from .hrnet import BLOCKS, BN_MOMENTUM, Bottleneck, apply_transition, batch_norm, make_layer, \
+    make_stage, make_transition, upsample_to
 from .masked_conv import MaskedConv2d, MaskSlot
 from .sparse import ExecutionPolicy, FoldedWeights, check_execution, run_segment
 from utils.checkpoint import load_pretrained
@@ -99,12 +99,14 @@ class AnytimeHRNet(nn.Module):
         execution (str): MASK.EXECUTION, how masked convolutions run at inference:
             'dense', 'sparse' or 'auto' (see ``models.sparse``). A plain attribute, so a
             benchmark may switch it on one model; training always runs dense.
+        bn_momentum (float): MODEL.BN_MOMENTUM, momentum of every BatchNorm's running
+            statistics. Default 0.01, as in HRNet.
     """
 
     def __init__(self, stages, num_classes=19, exit_type='original', inter_channels=64,
                  final_conv_kernel=1, early_detach=False, use_masks=False,
                  mask_criterion='conf_thre', mask_threshold=0.0, rbf_fill=True,
-                 aggregation='copy', execution='auto'):
+                 aggregation='copy', execution='auto', bn_momentum=BN_MOMENTUM):
         super().__init__()
         if len(stages) != NUM_EXITS:
             raise ValueError(f'MODEL.EXTRA needs STAGE1..STAGE{NUM_EXITS}, got {len(stages)}')
@@ -153,6 +155,9 @@ class AnytimeHRNet(nn.Module):
             setattr(self, f'transition{j}', transition)
             setattr(self, f'stage{j + 1}', stage)
             setattr(self, self.exit_name(j + 1), exit_head)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = bn_momentum
         self.init_weights()
 
     @staticmethod
@@ -313,7 +318,8 @@ def build_model(cfg):
         mask_threshold=cfg.MASK.CONF_THRE if crit == 'conf_thre' else cfg.MASK.ENTROPY_THRE,
         rbf_fill=cfg.MASK.INTERPOLATION == 'rbf',
         aggregation=cfg.MASK.AGGR,
-        execution=cfg.MASK.EXECUTION)
+        execution=cfg.MASK.EXECUTION,
+        bn_momentum=cfg.MODEL.BN_MOMENTUM)
 
 
 def get_seg_model(cfg):

@@ -193,6 +193,13 @@ def test_random_init_follows_the_original():
     assert model.stage2[0].branches[0][0].conv1.Lambda.item() == 3.0
 
 
+def test_bn_momentum_reaches_every_batch_norm():
+    def momenta(model):
+        return {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta(tiny_model('adpc')) == {0.01}  # HRNet's
+    assert momenta(tiny_model('adpc', 'MODEL.BN_MOMENTUM', 0.1)) == {0.1}
+
+
 def test_loss_drives_the_classifier():
     model = tiny_model('adpc').train()
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 19, (2, 8, 8))
