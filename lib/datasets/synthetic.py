@@ -40,7 +40,7 @@ MARKER = 'SYNTHETIC.txt'
 # labelId → (RGB colour, texture, texture period in pixels). Colours of the evaluated
 # classes follow the Cityscapes palette where it keeps classes apart; where two classes
 # would be close (car, truck and bus; person and rider; pole and fence; light and sign)
-# one of them moves, so that every pair differs by at least 80 units of RGB distance.
+# one of them moves, so that every pair differs by more than 75 units of RGB distance.
 STYLES = {
     0: ((0, 0, 0), 'random', 0),  # unlabeled: uniform colour noise
     1: ((25, 25, 30), 'flat', 0),  # ego vehicle
@@ -75,9 +75,9 @@ PIXEL_NOISE = 6.0  # standard deviation of the per-pixel Gaussian noise
 # Frequencies are near uniform so that every class gets enough pixels to be learned.
 VEHICLES = {26: (2.0, 0.30, 0.26), 27: (1.0, 0.32, 0.40), 28: (1.0, 0.38, 0.42),
             31: (1.0, 0.50, 0.40), 32: (1.0, 0.22, 0.30), 33: (1.0, 0.22, 0.30)}
-# Apparent size of an object at depth d (0 at the horizon, 1 at the image bottom):
-# NEAREST_SCALE * (1 - FAR_SHRINK * (1 - d)). Far objects stay large enough to be seen
-# at a quarter of the image resolution, where the network predicts.
+# An object at depth d (0 at the horizon, 1 at the image bottom) has 1 - FAR_SHRINK *
+# (1 - d) times its size at the bottom: far objects stay large enough to be resolved at
+# a quarter of the image resolution, where the network predicts.
 FAR_SHRINK = 0.5
 
 ROAD, SIDEWALK, PARKING, TERRAIN, SKY = 7, 8, 9, 22, 23
