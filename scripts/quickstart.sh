@@ -4,7 +4,7 @@
 #   2. train the tiny ADP-C of experiments/synthetic/tiny_adpc.yaml with NPROC processes;
 #      the run ends with its evaluation: per-exit mIoU, per-class IoU, mask-aware GFLOPs;
 #   3. evaluate the same weights computing every pixel (MASK.CONF_THRE 1.0), into the
-#      run's eval/MASK.CONF_THRE=1.0/cityscapes/tiny_adpc/ folder;
+#      run's eval/MASK.CONF_THRE=1.0/ folder;
 #   4. print both evaluations side by side: the computation confidence adaptivity saves,
 #      and what it costs in mIoU.
 # Running it again continues the run in place (AUTO_RESUME): an interrupted run resumes
@@ -20,8 +20,7 @@ OUTPUT=${OUTPUT:-output}
 NPROC=${NPROC:-2}
 CFG=experiments/synthetic/tiny_adpc.yaml
 RUN="$OUTPUT/cityscapes/tiny_adpc"
-UNMASKED_OUTPUT="$RUN/eval/MASK.CONF_THRE=1.0"
-UNMASKED="$UNMASKED_OUTPUT/cityscapes/tiny_adpc"
+UNMASKED="$RUN/eval/MASK.CONF_THRE=1.0"
 
 if [ -f "$RUN/final_state.pth" ]; then
     echo "quick start: $RUN holds a finished quick-start run; continuing it (AUTO_RESUME):"
@@ -42,9 +41,9 @@ python -m torch.distributed.run --standalone --nproc_per_node "$NPROC" tools/tra
 
 # 3. The same weights computing every pixel: no pixel is ever confident enough to skip.
 #    One thread per process, like the training's own evaluation.
+#    test_ee.py writes an evaluation with overrides into the run's eval/<KEY=value>/.
 python -m torch.distributed.run --standalone --nproc_per_node "$NPROC" tools/test_ee.py \
-    --cfg "$CFG" DATASET.ROOT "$DATA" OUTPUT_DIR "$UNMASKED_OUTPUT" \
-    TEST.MODEL_FILE "$RUN/final_state.pth" MASK.CONF_THRE 1.0
+    --cfg "$RUN/config.yaml" MASK.CONF_THRE 1.0
 
 # 4. Summary.
 echo
