@@ -77,15 +77,15 @@ def named_configs(message):
 
 
 def test_checkpoint_of_another_width_names_an_existing_config_of_its_width():
-    # experiments/synthetic/tiny_adpc.yaml is a width-8 ADP-C with 16-channel heads.
-    source = tiny_model('adpc', 'MODEL.EXTRA.STAGE2.NUM_CHANNELS', [8, 16],
-                        'MODEL.EXTRA.STAGE3.NUM_CHANNELS', [8, 16, 32],
-                        'MODEL.EXTRA.STAGE4.NUM_CHANNELS', [8, 16, 32, 64],
+    # experiments/synthetic/tiny_adpc.yaml is a width-16 ADP-C with 16-channel heads.
+    source = tiny_model('adpc', 'MODEL.EXTRA.STAGE2.NUM_CHANNELS', [16, 32],
+                        'MODEL.EXTRA.STAGE3.NUM_CHANNELS', [16, 32, 64],
+                        'MODEL.EXTRA.STAGE4.NUM_CHANNELS', [16, 32, 64, 128],
                         'EXIT.INTER_CHANNEL', 16)
     with pytest.raises(CheckpointMismatchError) as err:
         load_model_weights(tiny_model('ee'), original_format(source))
     message = str(err.value)
-    assert 'this is a W8 ADP-C checkpoint; the config builds a W4 EE model' in message
+    assert 'this is a W16 ADP-C checkpoint; the config builds a W4 EE model' in message
     assert 'fix: use --cfg experiments/synthetic/tiny_adpc.yaml, with the MASK.CONF_THRE' in message
     assert all(os.path.isfile(os.path.join(ROOT, p)) for p in named_configs(message))
 

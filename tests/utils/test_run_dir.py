@@ -94,7 +94,8 @@ def test_evaluation_with_overrides_gets_a_subdirectory_named_after_them(tmp_path
     both = evaluation_directory(cfg_of('MASK.CONF_THRE', '1', 'MASK.CRIT', 'entropy_thre'),
                                 run, final)
     assert os.path.basename(both) == 'MASK.CONF_THRE=1.0,MASK.CRIT=entropy_thre'
-    other = evaluation_directory(cfg_of(), run, '/weights/of another/run.pth')
+    other = evaluation_directory(cfg_of('MASK.CONF_THRE', '0.6'), run,
+                                 '/weights/of another/run.pth')
     assert os.path.basename(other) == 'TEST.MODEL_FILE=_weights_of_another_run.pth'
 
 
