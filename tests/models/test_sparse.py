@@ -442,3 +442,27 @@ def test_calibration_reports_a_measured_density(capsys):
     assert found in (0.0, 0.2, 0.6)
     printed = capsys.readouterr().out
     assert 'density 0.2' in printed and 'density 0.6' in printed and 'sparse' in printed
+
+
+def test_sync_batch_norm_in_eval_mode_is_folded():
+    """After multi-GPU training's SyncBatchNorm conversion, validation runs the sparse
+    engine with every BatchNorm folded (none runs on its own) and the same outputs."""
+    model = randomise(tiny_model('adpc'))
+    x = torch.randn(1, 3, 64, 96)
+    masks = [SmoothNoiseMasks(1, (16, 24), d, smoothness=4, seed=j)
+             for j, d in enumerate((0.7, 0.4, 0.2))]
+    with torch.no_grad():
+        model.execution = 'dense'
+        ref = model(x, masks=masks)
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(model).eval()
+    ran = []
+    for m in synced.modules():
+        if isinstance(m, nn.SyncBatchNorm):
+            m.register_forward_hook(lambda *args: ran.append(1))
+    with torch.no_grad():
+        synced.execution = 'sparse'
+        got = synced(x, masks=masks)
+    stem_and_exit1 = sum(isinstance(m, nn.SyncBatchNorm) for part in synced.parts()[0]
+                         for m in part.modules())
+    assert stem_and_exit1 > 0 and len(ran) == stem_and_exit1  # all after exit 1 folded
+    assert all(close(a, b) for a, b in zip(got, ref))

@@ -79,13 +79,15 @@ def _need_after(steps, k, need_last):
 
 
 def _conv_steps(leaves):
-    """Group leaves into (conv, bn, relu) steps; other leaves stand alone."""
+    """Group leaves into (conv, bn, relu) steps; other leaves stand alone. Any BatchNorm
+    is folded (``_BatchNorm``: also the ``SyncBatchNorm`` of multi-GPU training, which
+    in eval mode computes what ``BatchNorm2d`` does)."""
     steps, i = [], 0
     while i < len(leaves):
         m = leaves[i]
         if isinstance(m, nn.Conv2d):
-            bn = leaves[i + 1] if i + 1 < len(leaves) and isinstance(leaves[i + 1],
-                                                                     nn.BatchNorm2d) else None
+            bn = leaves[i + 1] if i + 1 < len(leaves) and isinstance(
+                leaves[i + 1], nn.modules.batchnorm._BatchNorm) else None
             i += 1 + (bn is not None)
             relu = i < len(leaves) and isinstance(leaves[i], nn.ReLU)
             i += relu

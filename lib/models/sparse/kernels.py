@@ -43,7 +43,8 @@ def fold_batch_norm(conv, bn):
 
     Args:
         conv (nn.Conv2d): the convolution (bias optional).
-        bn (nn.BatchNorm2d | None): the BatchNorm that follows it, or None.
+        bn (nn.BatchNorm2d | nn.SyncBatchNorm | None): the BatchNorm that follows it
+            (in eval mode), or None.
     Returns:
         (Tensor, Tensor | None, Tensor | None): C_out x C_in x k x k weight, inner bias
         (before the fill), outer bias (after it).
