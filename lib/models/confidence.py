@@ -23,10 +23,13 @@ def confidence_mask(logits, size, criterion='conf_thre', threshold=0.0):
         criterion (str): MASK.CRIT.
         threshold (float): MASK.CONF_THRE or MASK.ENTROPY_THRE.
     Returns:
-        Tensor: N x 1 x h x w float mask of 0s and 1s.
+        Tensor: N x 1 x h x w mask of 0s and 1s, of ``logits``' dtype.
     """
     with torch.no_grad():
-        probs = F.softmax(F.interpolate(logits, size=tuple(size), mode='nearest'), dim=1)
+        # In float32 even under autocast: bf16/fp16 probabilities (8/11-bit mantissas)
+        # would move pixels near the threshold to the other side.
+        probs = F.softmax(F.interpolate(logits.float(), size=tuple(size), mode='nearest'),
+                          dim=1)
         if criterion == 'conf_thre':
             keep = probs.amax(dim=1, keepdim=True) <= threshold
         elif criterion == 'entropy_thre':

@@ -26,7 +26,8 @@ from .exits import make_exit, original_head
 from .hrnet import BLOCKS, BN_MOMENTUM, Bottleneck, apply_transition, batch_norm, make_layer, \
     make_stage, make_transition, upsample_to
 from .masked_conv import MaskedConv2d, MaskSlot
-from .sparse import ExecutionPolicy, FoldedWeights, check_execution, run_segment
+from .sparse import ExecutionPolicy, FoldedWeights, check_execution, has_break_even, \
+    run_segment
 from utils.checkpoint import load_pretrained
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ class AnytimeHRNet(nn.Module):
         self.execution = check_execution(execution)
         # BN-folded weights for sparse inference: derived data, rebuilt when weights change.
         self.folded_weights = FoldedWeights()
+        # Device types on which 'auto' was reported to run dense (said once per model).
+        self._auto_reported_dense = set()
         # One slot per segment after exits 1-3; empty except while its segment runs.
         self.mask_slots = [MaskSlot() for _ in range(NUM_EXITS - 1)]
 
@@ -222,7 +225,7 @@ class AnytimeHRNet(nn.Module):
         Returns:
             ExitState: exit 1's logits and what :meth:`next_exit` continues from.
         """
-        sparse = self._runs_sparse()
+        sparse = self._runs_sparse(x.device)
         if sparse:  # the sparse engine works on channels-last maps: start in that layout
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.relu(self.bn1(self.conv1(x)))
@@ -257,11 +260,20 @@ class AnytimeHRNet(nn.Module):
             return None
         return ConfidenceMasks(logits, self.mask_criterion, self.mask_threshold)
 
-    def _runs_sparse(self):
+    def _runs_sparse(self, device):
         """Masked segments go to the sparse engine: masked model, inference, no gradients,
-        MASK.EXECUTION other than 'dense'."""
-        return self.use_masks and self.execution != 'dense' and not self.training \
-            and not torch.is_grad_enabled()
+        MASK.EXECUTION 'sparse', or 'auto' on a device type with break-even densities."""
+        if not self.use_masks or self.execution == 'dense' or self.training \
+                or torch.is_grad_enabled():
+            return False
+        if self.execution == 'auto' and not has_break_even(device.type):
+            if device.type not in self._auto_reported_dense:
+                self._auto_reported_dense.add(device.type)
+                logger.info(f"MASK.EXECUTION 'auto' runs dense on {device.type}: no "
+                            f"break-even densities were measured there (see "
+                            f"models.sparse.calibrate)")
+            return False
+        return True
 
     def _run_segment(self, j, branches, logits, sparse, masks=None):
         """Segment j: transition_j, stage_{j+1} and exit j+1, masked by exit j's logits

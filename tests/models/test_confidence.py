@@ -70,3 +70,16 @@ def test_uniform_pixels_at_the_threshold_are_computed():
     masks = ConfidenceMasks(torch.zeros(1, 4, 3, 3), 'conf_thre', 0.25)
     assert torch.all(masks.at((3, 3)) == 1)
     assert torch.all(ConfidenceMasks(torch.zeros(1, 4, 3, 3), 'conf_thre', 0.2499).at((3, 3)) == 0)
+
+
+@pytest.mark.parametrize('criterion, threshold', [('conf_thre', 0.6), ('entropy_thre', 1.0)])
+def test_masks_of_low_precision_logits_use_float32_probabilities(criterion, threshold):
+    """Under autocast an exit's logits are bf16; its mask is still decided on float32
+    probabilities (bf16 ones would move pixels near the threshold across it)."""
+    torch.manual_seed(0)
+    logits = (torch.randn(1, 4, 32, 32) * 2).bfloat16()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        mask = confidence_mask(logits, (32, 32), criterion, threshold)
+    expected = confidence_mask(logits.float(), (32, 32), criterion, threshold)
+    assert mask.dtype == torch.bfloat16
+    assert 0 < expected.mean() < 1 and torch.equal(mask.float(), expected)

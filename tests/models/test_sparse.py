@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import models.model_anytime as model_anytime
 import models.sparse.engine as engine
 import models.sparse.near_branch as near_branch
+import models.sparse.policy as policy_module
 from models.hrnet import apply_transition
 from models.masked_conv import MaskedConv2d, MaskSlot, rbf_kernel
 from models.model_anytime import exit_input
@@ -466,3 +467,46 @@ def test_sync_batch_norm_in_eval_mode_is_folded():
                          for m in part.modules())
     assert stem_and_exit1 > 0 and len(ran) == stem_and_exit1  # all after exit 1 folded
     assert all(close(a, b) for a, b in zip(got, ref))
+
+
+@pytest.mark.parametrize('variant', ['ca', 'adpc'])
+@pytest.mark.parametrize('mode', ['dense', 'sparse', 'auto'])
+def test_inference_under_autocast(variant, mode):
+    """bf16 autocast (fp16 on CUDA takes the same path) in every execution mode: the
+    engine runs its segments in float32, and the logits stay within bf16's rounding of
+    float32 inference (fixed masks: confidence masks would flip at pixels near the
+    threshold, where the logits then differ by design)."""
+    x = torch.randn(1, 3, 64, 96)
+    model = randomise(tiny_model(variant, 'MASK.EXECUTION', mode))
+    masks = [SmoothNoiseMasks(1, (16, 24), d, smoothness=4, seed=j)
+             for j, d in enumerate((0.7, 0.4, 0.2))]
+    with torch.no_grad():
+        ref = model(x, masks=masks)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            got = model(x, masks=masks)
+            model(x)  # confidence masks from bf16 logits
+    assert got[0].dtype == torch.bfloat16
+    if mode != 'dense':
+        assert all(out.dtype == torch.float32 for out in got[1:])
+    for a, b in zip(got, ref):
+        assert (a.float() - b).abs().max() <= 0.03 * b.abs().max()
+
+
+def test_auto_means_dense_on_a_device_without_break_even(monkeypatch, caplog):
+    """'auto' on a device type never calibrated (CUDA today) skips the engine, and says
+    so once."""
+    def refuse(*args, **kwargs):
+        raise AssertionError('the sparse engine ran')
+
+    monkeypatch.setattr(model_anytime, 'run_segment', refuse)
+    monkeypatch.delitem(policy_module.BREAK_EVEN, 'cpu')
+    model = tiny_model('adpc').eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad(), caplog.at_level('INFO', logger='models.model_anytime'):
+        model(x)
+        model(x)
+    said = [r for r in caplog.records if "'auto' runs dense on cpu" in r.getMessage()]
+    assert len(said) == 1
+    model.execution = 'sparse'  # an explicit choice still runs the engine
+    with pytest.raises(AssertionError, match='sparse engine ran'), torch.no_grad():
+        model(x)

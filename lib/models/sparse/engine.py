@@ -549,12 +549,21 @@ def run_segment(transition, stage, head, branches, masks, policy, need_out='acti
     Returns:
         (list[Tensor], Tensor): output branches (channels-last) and the exit's logits,
         equal to the dense segment's wherever ``need_out`` says.
+
+    Under ``torch.autocast`` the segment runs in float32 (autocast off, inputs cast up)
+    and returns float32 maps: the CSR products of the RBF fill and of resampling have no
+    bfloat16 CPU kernel, and on a CPU without bf16 units bf16 is the slower type anyway
+    (a 48-channel 3x3 convolution at 128x256: 220 ms in fp32, 1350 ms in bf16; a GEMM of
+    a sparse layer 1.5x slower). Whether fp16 would pay off on CUDA is not measured.
     """
     engine = SegmentEngine(masks, policy, weights)
-    with torch.no_grad(), warnings.catch_warnings():
+    device_type = branches[0].device.type
+    autocast = torch.is_autocast_enabled(device_type)
+    with torch.no_grad(), torch.autocast(device_type, enabled=False), \
+            warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*[Ss]parse CSR tensor support.*')
-        branches = engine.transition(transition, [channels_last(b) for b in branches],
-                                     stage[0])
+        inputs = [channels_last(b.float() if autocast else b) for b in branches]
+        branches = engine.transition(transition, inputs, stage[0])
         owned = [layer is not None for layer in transition]  # others are the caller's
         for module in stage:
             branches = engine.hr_module(module, branches, owned)

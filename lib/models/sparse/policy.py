@@ -8,9 +8,9 @@
 
 The break-even densities below were measured with ``models.sparse.calibrate`` on a 2-core
 CPU (torch 2.13, 2 threads); wide layers pay off up to higher densities than narrow ones,
-whose GEMMs are less efficient. On other devices, where nothing was measured, 'auto' uses
-the engine's dense path for every layer (channels-last, BN folded, RBF fill only where it
-is non-zero), which does less work than 'dense'.
+whose GEMMs are less efficient. On a device type without an entry (CUDA until it is
+calibrated) 'auto' means 'dense': the engine's dense layers would still pay for its
+layout conversions, host synchronisations and sparse products, unmeasured.
 """
 
 EXECUTION_MODES = ('dense', 'sparse', 'auto')
@@ -24,6 +24,11 @@ BREAK_EVEN = {
     'cpu': {(3, 64): 0.55, (3, 128): 0.65, (3, 256): 0.75, (3, None): 0.85,
             (1, 256): 0.75, (1, None): 0.65},
 }
+
+
+def has_break_even(device_type):
+    """Were break-even densities measured for ``device_type`` ('cpu', 'cuda', ...)?"""
+    return device_type in BREAK_EVEN
 
 
 class ExecutionPolicy:
