@@ -95,6 +95,7 @@ _C.TRAIN.NUM_SAMPLES = 0  # use only the first N training images (0 = all)
 _C.TRAIN.EE_ONLY = False  # train only exits 1-3 (rest frozen in eval mode) at EXTRA_LR
 _C.TRAIN.ALLE_ONLY = False  # train exits 1-3 and last_layer (rest frozen) at EXTRA_LR
 _C.TRAIN.EVAL_INTERVAL = 1  # validate every N epochs, keeping best.pth by mean mIoU (0 = never)
+_C.TRAIN.AMP = False  # mixed precision: autocast fp16 + gradient scaler on CUDA, bf16 on CPU
 
 _C.TEST = CN()
 _C.TEST.IMAGE_SIZE = [2048, 1024]  # [width, height]; larger inputs run as sliding windows of it
@@ -102,6 +103,7 @@ _C.TEST.BASE_SIZE = 2048  # long side of scale 1 of TEST.SCALE_LIST
 _C.TEST.BATCH_SIZE_PER_GPU = 32  # evaluation batch of one process (1 for masked models' FLOPs)
 _C.TEST.NUM_SAMPLES = 0  # evaluate only the first N images (0 = all)
 _C.TEST.MODEL_FILE = ''  # checkpoint to evaluate
+_C.TEST.AMP = False  # evaluate (and validate) under autocast: fp16 on CUDA, bf16 on CPU
 _C.TEST.FLIP_TEST = False  # add each pass's horizontal flip (softmax probabilities averaged)
 _C.TEST.MULTI_SCALE = False  # one pass per TEST.SCALE_LIST entry (else the image as it is)
 _C.TEST.CENTER_CROP_TEST = False  # unused; kept so that original configs load

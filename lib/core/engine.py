@@ -6,6 +6,7 @@ import torch
 
 from utils.distributed import all_reduce
 from utils.logger import progress
+from .amp import MixedPrecision
 from .criterion import upsample_to
 from .inference import multi_pass_inference
 from .loaders import pad_to, padded_size
@@ -51,7 +52,7 @@ def _check_finite(losses, epoch, i_iter, it):
 
 def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_it, ctx,
                     trainable=None, writer=None, global_step=0, print_freq=20,
-                    num_epochs=None):
+                    num_epochs=None, precision=None):
     """Train one epoch with the poly learning rate.
 
     The learning rate of step i (0-based in this epoch) is
@@ -75,15 +76,19 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
             logged to TensorBoard at x = i (0-based).
         print_freq (int): PRINT_FREQ.
         num_epochs (int or None): total epochs, for messages.
+        precision (MixedPrecision or None): TRAIN.AMP; None: float32.
 
     Returns:
         dict: ``loss`` and ``exit_losses`` (epoch means over all processes),
-        ``global_step`` after the epoch.
+        ``global_step`` after the epoch, ``skipped_steps`` (steps the gradient scaler
+        skipped for infinite gradients; they count in the schedule like the others).
 
     Raises:
         NonFiniteLossError: a loss became NaN or infinite; the step is not applied.
     """
+    precision = precision or MixedPrecision(ctx.device)
     set_train_mode(model, trainable)
+    skipped = 0
     set_lr(optimizer, base_lr if first_it == 0 else poly_lr(base_lr, first_it - 1, max_it))
     sums, count = None, 0
     tic, last_logged = time.time(), -1  # time per iteration since the last Iter line
@@ -92,7 +97,8 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
         images = batch[0].to(ctx.device, non_blocking=True)
         labels = batch[1].long().to(ctx.device, non_blocking=True)
         it = first_it + i_iter
-        total, losses, _ = model(images, labels)
+        with precision.autocast():
+            total, losses, _ = model(images, labels)
 
         # Mean over processes of [total, exit 1..K]; also the finiteness check of all ranks.
         values = torch.stack([total.detach()] + [l.detach() for l in losses]).double()
@@ -100,8 +106,7 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
         _check_finite(values[1:], epoch, i_iter, it)
 
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        skipped += not precision.backward_step(total, optimizer)
         lr = poly_lr(base_lr, it, max_it)
         set_lr(optimizer, lr)
         step = global_step  # 0-based index of this step in the run (TensorBoard x axis)
@@ -127,7 +132,7 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
     bar.close()
     means = (sums / max(count, 1)).tolist() if sums is not None else []
     return {'loss': means[0] if means else float('nan'), 'exit_losses': means[1:],
-            'global_step': global_step}
+            'global_step': global_step, 'skipped_steps': skipped}
 
 
 def padded_groups(batch, ignore_label):

@@ -19,6 +19,7 @@ from utils.io import atomic_write_text, run_directory, save_json
 from utils.logger import log_to_file, setup_logger
 from utils.run_dir import EVAL_DIR, FINAL_STATE, RUN_CONFIG, evaluation_directory
 from utils.runtime import apply_cudnn
+from .amp import autocast
 from .engine import evaluate
 from .inference import EvalModes
 from .loaders import eval_loader
@@ -179,8 +180,10 @@ def evaluate_model(model, cfg, out_dir, ctx, submit_dir=None, submit_exit=None,
                     f'{modes.flip}, sliding windows of {cfg.TEST.IMAGE_SIZE} where larger')
     meter = FlopsMeter(FlopsCounter(model))
     try:
-        matrices = evaluate(model, loader, cfg.DATASET.NUM_CLASSES, cfg.TRAIN.IGNORE_LABEL,
-                            ctx, flops_meter=meter, desc='test', modes=modes, writer=writer)
+        with autocast(ctx.device, cfg.TEST.AMP):
+            matrices = evaluate(model, loader, cfg.DATASET.NUM_CLASSES,
+                                cfg.TRAIN.IGNORE_LABEL, ctx, flops_meter=meter, desc='test',
+                                modes=modes, writer=writer)
     finally:
         if writer is not None:
             writer.close()

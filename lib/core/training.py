@@ -9,6 +9,7 @@ order, augmentation and learning rate of an epoch depend only on the epoch. At t
 """
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -18,12 +19,14 @@ import models
 from datasets.checks import check_training_inputs
 from datasets.cityscapes import CITYSCAPES_CLASS_WEIGHTS
 from utils.checkpoint import read_checkpoint
-from utils.distributed import barrier, broadcast_buffers, unwrap, wrap_model
+from utils.distributed import all_gather_object, barrier, broadcast_buffers, \
+    broadcast_object, unwrap, wrap_model
 from utils.errors import CheckpointError, ConfigError
 from utils.io import atomic_torch_save, atomic_write_text, run_directory, tensorboard_directory
 from utils.logger import log_to_file, setup_logger, tensorboard_writer
 from utils.run_dir import check_training_directory, decide_on_rank0
 from utils.runtime import apply_cudnn, seed_everything
+from .amp import MixedPrecision, autocast
 from .criterion import FullModel, build_criterion
 from .engine import NonFiniteLossError, evaluate, train_one_epoch
 from .loaders import STRIDE, eval_loader, train_loader
@@ -121,54 +124,147 @@ def build_optimizer(cfg, model, base_lr):
                            weight_decay=cfg.TRAIN.WD, nesterov=cfg.TRAIN.NESTEROV)
 
 
-def save_checkpoint(path, state, full_model, optimizer):
+def save_checkpoint(path, state, full_model, optimizer, precision=None):
     """Write ``checkpoint.pth.tar`` atomically: epoch, iteration, best_mIoU, state_dict
-    (FullModel format) and optimizer.
+    (FullModel format), optimizer and, with a gradient scaler (TRAIN.AMP on CUDA), its
+    state as ``scaler``.
 
     Args:
         path (str): destination.
         state (TrainState): progress after the epoch just finished.
         full_model (FullModel): the unwrapped training module.
         optimizer (torch.optim.Optimizer): its optimiser.
+        precision (MixedPrecision or None): TRAIN.AMP of the run.
     """
     # Plain Python numbers, so that the file loads with torch.load(weights_only=True).
-    atomic_torch_save({'epoch': int(state.epoch), 'iteration': int(state.iteration),
-                       'best_mIoU': float(state.best_miou), 'state_dict': full_model.state_dict(),
-                       'optimizer': optimizer.state_dict()}, path)
+    checkpoint = {'epoch': int(state.epoch), 'iteration': int(state.iteration),
+                  'best_mIoU': float(state.best_miou), 'state_dict': full_model.state_dict(),
+                  'optimizer': optimizer.state_dict()}
+    scaler = precision.state_dict() if precision is not None else None
+    if scaler is not None:
+        checkpoint['scaler'] = scaler
+    atomic_torch_save(checkpoint, path)
 
 
-def load_checkpoint(path, full_model, optimizer=None):
+_FIX = ('it was written by a run with another configuration: move it away, choose '
+        'another OUTPUT_DIR, or set AUTO_RESUME False to start afresh (overwriting it)')
+
+
+def restore_model(checkpoint, path, full_model):
+    """Load a checkpoint's weights into ``full_model`` (strict: the model must match).
+
+    Args:
+        checkpoint (dict): the content of ``path``.
+        path (str): where it was read, for messages.
+        full_model (FullModel): the unwrapped training module.
+
+    Returns:
+        TrainState: the progress stored in the checkpoint.
+    """
+    missing = [k for k in ('epoch', 'best_mIoU', 'state_dict', 'optimizer')
+               if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        raise CheckpointError(f'{path} is no checkpoint of a training run (it lacks '
+                              f"{', '.join(missing)}): move it away, or choose another OUTPUT_DIR")
+    try:
+        full_model.load_state_dict(checkpoint['state_dict'])
+    except RuntimeError as e:
+        raise CheckpointError(f'{path} does not fit the model of this run; {_FIX}.\n{e}') from None
+    return TrainState(epoch=int(checkpoint['epoch']),
+                      iteration=int(checkpoint.get('iteration', 0)),
+                      best_miou=float(checkpoint['best_mIoU']))
+
+
+def restore_optimizer(checkpoint, path, optimizer, precision=None):
+    """Load a checkpoint's optimiser state (and gradient scaler state, if both the
+    checkpoint and ``precision`` have a scaler).
+
+    Args:
+        checkpoint (dict): the content of ``path``.
+        path (str): where it was read, for messages.
+        optimizer (torch.optim.Optimizer): the run's optimiser.
+        precision (MixedPrecision or None): TRAIN.AMP of the run.
+    """
+    try:
+        optimizer.load_state_dict(checkpoint['optimizer'])
+    except ValueError as e:
+        raise CheckpointError(f'the optimiser state in {path} does not fit this run (were '
+                              f'TRAIN.EE_ONLY/ALLE_ONLY changed?); {_FIX}.\n{e}') from None
+    if precision is not None:
+        precision.load_state_dict(checkpoint.get('scaler'))
+
+
+def load_checkpoint(path, full_model, optimizer=None, precision=None):
     """Restore a run from ``checkpoint.pth.tar`` (strict: the model must match).
 
     Args:
         path (str): the checkpoint.
         full_model (FullModel): the unwrapped training module.
         optimizer (torch.optim.Optimizer or None): restored too when given.
+        precision (MixedPrecision or None): its gradient scaler restored too.
 
     Returns:
         TrainState: the progress stored in the checkpoint.
     """
     checkpoint = read_checkpoint(path)
-    missing = [k for k in ('epoch', 'best_mIoU', 'state_dict', 'optimizer')
-               if not isinstance(checkpoint, dict) or k not in checkpoint]
-    if missing:
-        raise CheckpointError(f'{path} is no checkpoint of a training run (it lacks '
-                              f"{', '.join(missing)}): move it away, or choose another OUTPUT_DIR")
-    fix = (f'it was written by a run with another configuration: move it away, choose '
-           f'another OUTPUT_DIR, or set AUTO_RESUME False to start afresh (overwriting it)')
-    try:
-        full_model.load_state_dict(checkpoint['state_dict'])
-    except RuntimeError as e:
-        raise CheckpointError(f'{path} does not fit the model of this run; {fix}.\n{e}') from None
+    state = restore_model(checkpoint, path, full_model)
     if optimizer is not None:
-        try:
-            optimizer.load_state_dict(checkpoint['optimizer'])
-        except ValueError as e:
-            raise CheckpointError(f'the optimiser state in {path} does not fit this run (were '
-                                  f'TRAIN.EE_ONLY/ALLE_ONLY changed?); {fix}.\n{e}') from None
-    return TrainState(epoch=int(checkpoint['epoch']),
-                      iteration=int(checkpoint.get('iteration', 0)),
-                      best_miou=float(checkpoint['best_mIoU']))
+        restore_optimizer(checkpoint, path, optimizer, precision)
+    return state
+
+
+def decide_resume(wanted, path, ctx):
+    """Rank 0 decides whether the run resumes from ``path``, and every process follows.
+
+    Ranks that looked on their own could disagree (nodes without a shared OUTPUT_DIR,
+    a stale network filesystem cache): some would start afresh while rank 0 resumes,
+    DistributedDataParallel would not notice, and the run would hang at the end of the
+    shortest epoch loop.
+
+    Args:
+        wanted (bool): AUTO_RESUME or TRAIN.RESUME.
+        path (str): the run's checkpoint.
+        ctx (DistContext): this process.
+
+    Returns:
+        bool: resume (the same on every process).
+    """
+    return bool(broadcast_object(wanted and os.path.isfile(path) if ctx.is_main else None))
+
+
+def read_checkpoint_everywhere(path, ctx):
+    """Every process reads the checkpoint rank 0 resumes from; all fail together if one
+    cannot, or reads another epoch than rank 0 (an old copy of the file).
+
+    Args:
+        path (str): the checkpoint.
+        ctx (DistContext): this process.
+
+    Returns:
+        dict: the checkpoint.
+
+    Raises:
+        CheckpointError: naming each failing rank, its host and the path.
+    """
+    checkpoint, problem = None, None
+    try:
+        checkpoint = read_checkpoint(path)
+    except (CheckpointError, OSError) as e:  # OSError: no permission to read the file
+        problem = f'cannot read {path} ({e})'
+    epoch = None if checkpoint is None else int(checkpoint['epoch'])
+    reports = all_gather_object((socket.gethostname(), epoch, problem))
+    first_epoch = reports[0][1]
+    faults = [f'rank {rank} on host {host} {problem}' if problem else
+              f'rank {rank} on host {host} reads epoch {epoch} (rank 0: {first_epoch})'
+              for rank, (host, epoch, problem) in enumerate(reports)
+              if problem or epoch != first_epoch]
+    if faults:
+        raise CheckpointError(
+            f'rank 0 resumes from {path}, but ' + '; '.join(faults) + '. Every process '
+            'must read the same file: put OUTPUT_DIR on a filesystem that all nodes share '
+            '(or copy the run directory to every node), or set AUTO_RESUME False to start '
+            'afresh')
+    return checkpoint
 
 
 def plan_phases(cfg, ctx, build_loader):
@@ -215,8 +311,9 @@ def validate(model, loader, cfg, ctx, writer=None, step=0, best=0.0):
     Returns:
         float: the mean mIoU over the exits.
     """
-    matrices = evaluate(model, loader, cfg.DATASET.NUM_CLASSES, cfg.TRAIN.IGNORE_LABEL, ctx,
-                        desc='val')
+    with autocast(ctx.device, cfg.TEST.AMP):
+        matrices = evaluate(model, loader, cfg.DATASET.NUM_CLASSES, cfg.TRAIN.IGNORE_LABEL,
+                            ctx, desc='val')
     mious = [m.mean_iou() for m in matrices]
     mean = sum(mious) / len(mious)
     logger.info('validation mIoU per exit: ' + ' / '.join(f'{m * 100:.2f}' for m in mious)
@@ -275,23 +372,28 @@ def train(cfg, cfg_path, ctx):
     full_model = FullModel(network, build_criterion(cfg, CITYSCAPES_CLASS_WEIGHTS))
     trainable = select_trainable(network, cfg.TRAIN.EE_ONLY, cfg.TRAIN.ALLE_ONLY)
 
-    # Without the RBF fill, masked convolutions' Lambda gets no gradient.
-    unused = cfg.MASK.USE and cfg.MASK.INTERPOLATION != 'rbf'
-    model = wrap_model(full_model, ctx, find_unused_parameters=unused)
-    full_model = unwrap(model)
-    optimizer = build_optimizer(cfg, model, phases[0].base_lr if phases else cfg.TRAIN.LR)
-
     checkpoint_path = os.path.join(out_dir, CHECKPOINT)
     state = TrainState(epoch=cfg.TRAIN.BEGIN_EPOCH)
-    resume = (cfg.AUTO_RESUME or cfg.TRAIN.RESUME) and os.path.isfile(checkpoint_path)
+    resume = decide_resume(cfg.AUTO_RESUME or cfg.TRAIN.RESUME, checkpoint_path, ctx)
+    checkpoint = read_checkpoint_everywhere(checkpoint_path, ctx) if resume else None
     if resume:
-        # Every process reads the same file, so the replicas stay identical.
-        state = load_checkpoint(checkpoint_path, full_model, optimizer)
+        # Weights first, before DistributedDataParallel copies rank 0's to the others.
+        state = restore_model(checkpoint, checkpoint_path, full_model)
         logger.info(f'resuming from {checkpoint_path}: {state.epoch} epoch(s) done, '
                     f'{state.iteration} steps, best mean mIoU {state.best_miou:.4f}')
     elif os.path.isfile(checkpoint_path):
         logger.warning(f'{checkpoint_path} exists and will be overwritten (set AUTO_RESUME '
                        'True to continue that run instead)')
+
+    # Without the RBF fill, masked convolutions' Lambda gets no gradient.
+    unused = cfg.MASK.USE and cfg.MASK.INTERPOLATION != 'rbf'
+    model = wrap_model(full_model, ctx, find_unused_parameters=unused)
+    full_model = unwrap(model)
+    optimizer = build_optimizer(cfg, model, phases[0].base_lr if phases else cfg.TRAIN.LR)
+    precision = MixedPrecision(ctx.device, cfg.TRAIN.AMP)
+    if resume:  # the optimiser's state goes to the device of its (wrapped) parameters
+        restore_optimizer(checkpoint, checkpoint_path, optimizer, precision)
+        checkpoint = None
     writer = tensorboard_writer(tensorboard_directory(cfg, cfg_path), ctx.is_main,
                                 purge_step=state.iteration if resume else None)
 
@@ -307,13 +409,16 @@ def train(cfg, cfg_path, ctx):
                 model, phase.loader, optimizer, epoch=epoch, base_lr=phase.base_lr,
                 max_it=phase.max_it, first_it=(epoch - phase.first_epoch) * phase.epoch_iters,
                 ctx=ctx, trainable=trainable, writer=writer, global_step=state.iteration,
-                print_freq=cfg.PRINT_FREQ, num_epochs=end_epoch)
+                print_freq=cfg.PRINT_FREQ, num_epochs=end_epoch, precision=precision)
         except NonFiniteLossError:
             logger.error(f'training stopped; the last good checkpoint {checkpoint_path} '
                          f'({state.epoch} epochs) is intact')
             raise
         state.iteration = stats['global_step']
         logger.info(f'epoch {epoch + 1}/{end_epoch} ({phase.name}) mean loss {stats["loss"]:.4f}')
+        if stats['skipped_steps']:
+            logger.info(f'{stats["skipped_steps"]} step(s) skipped by the gradient scaler '
+                        f'(infinite fp16 gradients), scale now {precision.scaler.get_scale():g}')
 
         # Every process evaluates with the BatchNorm statistics that rank 0 saves.
         broadcast_buffers(full_model)
@@ -327,14 +432,14 @@ def train(cfg, cfg_path, ctx):
 
         state.epoch = epoch + 1
         if ctx.is_main:
-            save_checkpoint(checkpoint_path, state, full_model, optimizer)
+            save_checkpoint(checkpoint_path, state, full_model, optimizer, precision)
             if writer is not None:
                 writer.flush()
         barrier()
 
     if ctx.is_main:
         if start_epoch >= end_epoch and not resume:  # nothing to train: still resumable
-            save_checkpoint(checkpoint_path, state, full_model, optimizer)
+            save_checkpoint(checkpoint_path, state, full_model, optimizer, precision)
         atomic_torch_save(full_model.state_dict(), os.path.join(out_dir, FINAL_STATE))
         logger.info(f'training done: {os.path.join(out_dir, FINAL_STATE)}')
         if writer is not None:

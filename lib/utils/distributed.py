@@ -156,6 +156,26 @@ def all_reduce(tensor, op='sum'):
     return work.to(tensor.device)
 
 
+def broadcast_object(obj, src=0):
+    """Rank ``src``'s ``obj`` (any picklable value) on every process; ``obj`` itself in a
+    single-process run."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_object(obj):
+    """Every process's ``obj`` (picklable), in rank order: ``[obj]`` in a single-process
+    run."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def broadcast_buffers(module, src=0):
     """Copy every buffer of ``module`` (BatchNorm statistics, ...) from rank ``src`` to
     all processes.
