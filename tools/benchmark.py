@@ -47,6 +47,23 @@ def set_rbf_lambda(model, value):
                 module.Lambda.fill_(value)
 
 
+def full_float32(device):
+    """Turn TF32 off for CUDA convolutions and matrix products; True if it did.
+
+    cuDNN uses TF32 by default on Ampere and newer GPUs (10-bit mantissas), while the
+    sparse engine's gathered products run in float32: the agreement check (TOLERANCE)
+    would then compare TF32 with float32 and fail for the wrong reason.
+
+    Args:
+        device (torch.device): the benchmark's device.
+    """
+    if device.type != 'cuda':
+        return False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return True
+
+
 def floats(text):
     return [float(v) for v in text.split(',')]
 
@@ -91,6 +108,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if full_float32(device):
+        print('TF32 disabled for cuDNN and cuBLAS: every mode computes in float32')
     model = build_model(cfg)
     if cfg.TEST.MODEL_FILE:
         load_model_weights(model, cfg.TEST.MODEL_FILE)
@@ -106,7 +125,8 @@ def main():
     machine = {'torch': torch.__version__, 'threads': torch.get_num_threads(),
                'device': torch.cuda.get_device_name(device) if device.type == 'cuda'
                else cpu_name(), 'shape': list(shape),
-               'cfg': args.cfg, 'opts': args.opts, 'rbf_lambda': args.rbf_lambda}
+               'cfg': args.cfg, 'opts': args.opts, 'rbf_lambda': args.rbf_lambda,
+               'tf32': False}
     print(f"torch {machine['torch']}, {machine['threads']} threads, {machine['device']}, "
           f"input {shape}, {args.cfg}")
     result = {'machine': machine}

@@ -6,13 +6,21 @@ Supported launches of ``tools/train_ee.py`` and ``tools/test_ee.py``:
   LOCAL_RANK, MASTER_ADDR and MASTER_PORT come from the environment;
 - ``python -m torch.distributed.launch ...`` (legacy): the same variables, plus a
   ``--local-rank`` or ``--local_rank`` argument depending on the torch version;
-- plain ``python ...``: one process on the first GPU of ``GPUS``, or on the CPU.
+- ``mpirun`` or another launcher that sets RANK and WORLD_SIZE but not LOCAL_RANK: the
+  local rank comes from OpenMPI's, MVAPICH's, MPICH's or SLURM's variables;
+- ``srun`` without torchrun (one task per GPU): the tasks join one process group from
+  SLURM's variables when MASTER_ADDR and MASTER_PORT are exported, else it is refused;
+- plain ``python ...``: one process on the first GPU of ``GPUS``, or on the CPU (with a
+  warning and the torchrun command when GPUS lists several visible GPUs).
 
 NCCL is used on CUDA, gloo on the CPU. Everything else in the project asks a
 :class:`DistContext` (rank, world size, device) instead of reading the environment.
 """
 import datetime
+import logging
 import os
+import shlex
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +28,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .errors import LaunchError
+
+logger = logging.getLogger(__name__)
 
 # Long enough for rank 0 to write a checkpoint or run the final evaluation while the
 # other ranks wait at a barrier.
@@ -77,6 +87,63 @@ def check_gpus(gpus):
                           'GPUS "(0,)" or GPUS "(0,1)" (one process uses the first)')
 
 
+# Per-node rank of a process, as MPI implementations and SLURM export it.
+LOCAL_RANK_VARIABLES = ('OMPI_COMM_WORLD_LOCAL_RANK', 'MV2_COMM_WORLD_LOCAL_RANK',
+                        'MPI_LOCALRANKID', 'SLURM_LOCALID')
+
+
+def _command_line():
+    return ' '.join(shlex.quote(a) for a in sys.argv)
+
+
+def _srun_tasks():
+    """(rank, world size, local rank) of a task that ``srun`` started without torchrun,
+    or None when this is not such a task."""
+    tasks = _env_int('SLURM_STEP_NUM_TASKS', _env_int('SLURM_NTASKS', 1))
+    if 'RANK' in os.environ or 'SLURM_PROCID' not in os.environ or tasks <= 1:
+        return None
+    if 'MASTER_ADDR' not in os.environ or 'MASTER_PORT' not in os.environ:
+        raise LaunchError(
+            f'srun started {tasks} tasks without torchrun (SLURM_PROCID is set, RANK is '
+            f'not): each would train alone, all into the same output directory. Either '
+            f'export MASTER_ADDR=<first node> and MASTER_PORT=<free port> before srun, '
+            f'so that the tasks (one per GPU) join one process group, or start one '
+            f'torchrun per node: srun --ntasks-per-node 1 torchrun --nnodes $SLURM_NNODES '
+            f'--nproc_per_node <GPUs per node> --rdzv_backend c10d --rdzv_endpoint '
+            f'<first node>:29500 {_command_line()}')
+    return (_env_int('SLURM_PROCID', 0), tasks, _env_int('SLURM_LOCALID', 0))
+
+
+def _launcher_local_rank(world_size):
+    """The local rank of a launcher that sets RANK and WORLD_SIZE but not LOCAL_RANK
+    (mpirun), from its own variables; 0 when no GPU choice depends on it."""
+    for name in LOCAL_RANK_VARIABLES:
+        if name in os.environ:
+            return _env_int(name, 0)
+    if world_size > 1 and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        raise LaunchError(
+            f'RANK and WORLD_SIZE ({world_size}) are set but not LOCAL_RANK, nor any of '
+            f'{", ".join(LOCAL_RANK_VARIABLES)}: every process would use cuda:0. Start the '
+            f'processes with torchrun, or export LOCAL_RANK (the rank of the process on '
+            f'its node) in the launcher')
+    return 0
+
+
+def _warn_unused_gpus(gpus):
+    """A single process uses one GPU; say so when GPUS asks for several visible ones."""
+    visible = torch.cuda.device_count()
+    wanted = [g for g in gpus if g < visible]
+    if len(wanted) <= 1:
+        return
+    prefix = '' if wanted == list(range(len(wanted))) else \
+        f'CUDA_VISIBLE_DEVICES={",".join(str(g) for g in wanted)} '
+    logger.warning(
+        f'GPUS lists {len(wanted)} visible GPUs, but this single process runs on GPU '
+        f'{wanted[0]} only: a training batch is one TRAIN.BATCH_SIZE_PER_GPU instead of '
+        f'{len(wanted)}, and the schedule changes. To use them all: '
+        f'{prefix}torchrun --nproc_per_node {len(wanted)} {_command_line()}')
+
+
 def init_distributed(local_rank=None, gpus=(0,)):
     """Join the process group the launcher prepared (if any) and pick the device.
 
@@ -89,14 +156,23 @@ def init_distributed(local_rank=None, gpus=(0,)):
     Returns:
         DistContext: this process's rank, world size and device.
     """
-    world_size = _env_int('WORLD_SIZE', 1)
-    local_rank = _env_int('LOCAL_RANK', local_rank if local_rank is not None else 0)
-    rank = _env_int('RANK', local_rank)
+    srun = _srun_tasks()
+    if srun is not None:
+        rank, world_size, local_rank = srun
+    else:
+        world_size = _env_int('WORLD_SIZE', 1)
+        if 'LOCAL_RANK' not in os.environ and local_rank is None and 'RANK' in os.environ:
+            local_rank = _launcher_local_rank(world_size)
+        local_rank = _env_int('LOCAL_RANK', local_rank if local_rank is not None else 0)
+        rank = _env_int('RANK', local_rank)
     cuda = torch.cuda.is_available()
 
     if world_size == 1:
         check_gpus(gpus)
-        index = local_rank if 'LOCAL_RANK' in os.environ else (list(gpus) or [0])[0]
+        launched = 'LOCAL_RANK' in os.environ
+        if cuda and not launched:
+            _warn_unused_gpus(list(gpus))
+        index = local_rank if launched else (list(gpus) or [0])[0]
         if cuda and index >= torch.cuda.device_count():
             raise LaunchError(f'GPUS names GPU {index} but only {torch.cuda.device_count()} '
                               'are visible: set GPUS "(0,)" or CUDA_VISIBLE_DEVICES')

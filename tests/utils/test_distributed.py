@@ -113,3 +113,75 @@ def test_two_gloo_processes_sum_confusion_matrices_and_flops_exactly(tmp_path):
     assert result['count'] == 5
     assert result['gflops'] == pytest.approx([2.0] * 4)  # mean of 0..4
     assert result['params'] == [7] * 4
+
+
+OTHER_LAUNCHERS = ('SLURM_NTASKS', 'SLURM_STEP_NUM_TASKS', 'SLURM_PROCID', 'SLURM_LOCALID',
+                   'OMPI_COMM_WORLD_LOCAL_RANK', 'MV2_COMM_WORLD_LOCAL_RANK', 'MPI_LOCALRANKID')
+
+
+@pytest.fixture
+def gpus(clean_env):
+    """A machine with 4 visible GPUs (as far as init_distributed can tell), and a process
+    group that records how it was joined."""
+    for name in OTHER_LAUNCHERS:
+        clean_env.delenv(name, raising=False)
+    clean_env.setattr(torch.cuda, 'is_available', lambda: True)
+    clean_env.setattr(torch.cuda, 'device_count', lambda: 4)
+    clean_env.setattr(torch.cuda, 'set_device', lambda device: None)
+    joined = {}
+    clean_env.setattr(torch.distributed, 'init_process_group',
+                      lambda **kwargs: joined.update(kwargs))
+    clean_env.setattr(torch.distributed, 'is_initialized', lambda: bool(joined))
+    return joined
+
+
+def test_single_process_warns_with_the_torchrun_command_for_the_listed_gpus(gpus, caplog,
+                                                                            monkeypatch):
+    monkeypatch.setattr('sys.argv', ['tools/train_ee.py', '--cfg', 'w48.yaml'])
+    with caplog.at_level('WARNING', logger='utils.distributed'):
+        ctx = init_distributed(None, gpus=(0, 1, 2, 3))
+    assert ctx.device == torch.device('cuda', 0) and not ctx.distributed
+    assert 'torchrun --nproc_per_node 4 tools/train_ee.py --cfg w48.yaml' in caplog.text
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='utils.distributed'):
+        init_distributed(None, gpus=(2, 3))
+    assert 'CUDA_VISIBLE_DEVICES=2,3 torchrun --nproc_per_node 2' in caplog.text
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='utils.distributed'):
+        init_distributed(None, gpus=(0,))
+    assert caplog.text == ''
+
+
+def test_srun_without_torchrun_or_rendezvous_is_refused(gpus, clean_env):
+    for name, value in dict(SLURM_NTASKS='8', SLURM_PROCID='3', SLURM_LOCALID='3').items():
+        clean_env.setenv(name, value)
+    with pytest.raises(LaunchError, match='srun --ntasks-per-node 1 torchrun'):
+        init_distributed()
+    assert not gpus  # no process group was joined
+
+
+def test_srun_tasks_join_one_group_from_slurm_variables(gpus, clean_env):
+    for name, value in dict(SLURM_NTASKS='8', SLURM_PROCID='5', SLURM_LOCALID='1',
+                            MASTER_ADDR='node1', MASTER_PORT='29500').items():
+        clean_env.setenv(name, value)
+    ctx = init_distributed()
+    assert (ctx.rank, ctx.world_size, ctx.local_rank) == (5, 8, 1)
+    assert ctx.device == torch.device('cuda', 1)
+    assert (gpus['rank'], gpus['world_size'], gpus['backend']) == (5, 8, 'nccl')
+
+
+@pytest.mark.parametrize('variable', ['OMPI_COMM_WORLD_LOCAL_RANK', 'SLURM_LOCALID'])
+def test_mpirun_local_rank_comes_from_the_launchers_variables(gpus, clean_env, variable):
+    for name, value in {'RANK': '3', 'WORLD_SIZE': '4', variable: '1',
+                        'MASTER_ADDR': 'node0', 'MASTER_PORT': '29500'}.items():
+        clean_env.setenv(name, value)
+    ctx = init_distributed()
+    assert (ctx.rank, ctx.local_rank, ctx.device) == (3, 1, torch.device('cuda', 1))
+
+
+def test_mpirun_without_any_local_rank_is_refused(gpus, clean_env):
+    for name, value in dict(RANK='3', WORLD_SIZE='4', MASTER_ADDR='node0',
+                            MASTER_PORT='29500').items():
+        clean_env.setenv(name, value)
+    with pytest.raises(LaunchError, match='LOCAL_RANK.*cuda:0'):
+        init_distributed()
