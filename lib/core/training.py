@@ -250,8 +250,9 @@ def read_checkpoint_everywhere(path, ctx):
     try:
         checkpoint = read_checkpoint(path)
     except (CheckpointError, OSError) as e:  # OSError: no permission to read the file
-        problem = f'cannot read {path} ({e})'
-    epoch = None if checkpoint is None else int(checkpoint['epoch'])
+        problem = f'cannot read it: {e}'
+    # A file without an epoch is refused by restore_model, on every rank alike.
+    epoch = checkpoint.get('epoch') if isinstance(checkpoint, dict) else None
     reports = all_gather_object((socket.gethostname(), epoch, problem))
     first_epoch = reports[0][1]
     faults = [f'rank {rank} on host {host} {problem}' if problem else
