@@ -8,7 +8,7 @@
 #    against float32, and evaluation speed (1024x2048, batch 1) with and without TEST.AMP;
 # 2. TRAIN.AMP: step time of W48 ADP-C at 512x1024 (batch 3, as the paper per GPU) with
 #    and without AMP, then a tiny synthetic run with TRAIN.AMP through tools/train_ee.py,
-#    killed after one epoch and resumed (gradient scaler state in the checkpoint);
+#    stopped after one epoch and resumed (gradient scaler state in the checkpoint);
 # 3. tools/calibrate.py --device cuda: break-even densities for policy.BREAK_EVEN['cuda'];
 # 4. tools/benchmark.py --device cuda: dense / sparse / auto / RH figures (TF32 off).
 set -euo pipefail
