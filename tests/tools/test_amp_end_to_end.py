@@ -71,7 +71,7 @@ def test_amp_run_resumes_after_kill_and_evaluates(amp_run):
     assert len(values) == 5 and all(0 <= v <= 100 for v in values)
 
 
-def trained_tiny_model(cfg, root, steps=12):
+def trained_tiny_model(cfg, steps=12):
     """The run's network from He-normal weights (so that its exits are confident about
     some pixels and not others; 2 epochs on 8 images leave them uniform), trained
     ``steps`` SGD steps on the run's training images."""
@@ -100,10 +100,10 @@ def trained_tiny_model(cfg, root, steps=12):
 def test_masks_under_autocast_agree_with_float32(amp_run):
     """Masks of exits 1-3 of a trained tiny model, computed under bf16 autocast and in
     float32, at a threshold that splits exit 1's pixels in half."""
-    root, out, _ = amp_run
+    _, out, _ = amp_run
     cfg = update_config(config.clone(), argparse.Namespace(
         cfg=os.path.join(out, 'config.yaml'), opts=[]))
-    model, x = trained_tiny_model(cfg, root)
+    model, x = trained_tiny_model(cfg)
     with torch.no_grad():
         ref = model(x)
         model.mask_threshold = torch.softmax(ref[0], 1).amax(1).median().item()
