@@ -37,7 +37,7 @@ def _node(rank, port, data_root, output_dir, result_path):
     from utils.distributed import cleanup, init_distributed
     from utils.errors import CheckpointError
     cfg = update_config(config.clone(), argparse.Namespace(cfg=TINY, opts=[
-        'DATASET.ROOT', data_root, 'OUTPUT_DIR', output_dir, 'TRAIN.END_EPOCH', '2'] + SMALL))
+        'DATASET.ROOT', data_root, 'OUTPUT_DIR', output_dir, 'TRAIN.END_EPOCH', '1'] + SMALL))
     ctx = init_distributed()
     try:
         train(cfg, TINY, ctx)
@@ -55,7 +55,8 @@ def test_checkpoint_on_one_node_only_stops_every_rank_naming_the_other(tmp_path)
     generate_synthetic_cityscapes(data_root, num_train=4, num_val=1, num_test=1, height=64,
                                   width=128)
     disks = [str(tmp_path / 'node0'), str(tmp_path / 'node1')]
-    # Node 0 holds a run interrupted after its first epoch.
+    # Node 0 holds the run, trained for its epoch: rank 0 resumes there with nothing left
+    # to train, while rank 1, finding no checkpoint, would train one epoch from scratch.
     subprocess.run([sys.executable, 'tools/train_ee.py', '--cfg', TINY, 'DATASET.ROOT',
                     data_root, 'OUTPUT_DIR', disks[0], 'TRAIN.END_EPOCH', '1'] + SMALL,
                    cwd=ROOT, env=ENV, check=True, capture_output=True, timeout=JOIN_TIMEOUT)
