@@ -30,8 +30,8 @@ def parse_args(argv=None):
     parser.add_argument('--profile', help='latency profile (tools/profile_latency.py)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--threads', type=int, help='torch CPU threads (as in the profile)')
-    parser.add_argument('opts', nargs=argparse.REMAINDER, help='KEY VALUE config overrides')
-    return parser.parse_args(argv)
+    parser.add_argument('opts', nargs='*', help='KEY VALUE config overrides')
+    return parser.parse_intermixed_args(argv)  # overrides before or after the options
 
 
 def main(argv=None):

@@ -51,8 +51,8 @@ def parse_args(argv=None):
                         default=[[0.8, 0.6, 0.35], [0.3, 0.2, 0.1], [1.0, 1.0, 1.0]],
                         help='mask densities of segments 1-3, one comma-separated set each')
     parser.add_argument('--json', help='write the evaluation here')
-    parser.add_argument('opts', nargs=argparse.REMAINDER, help='KEY VALUE config overrides')
-    return parser.parse_args(argv)
+    parser.add_argument('opts', nargs='*', help='KEY VALUE config overrides')
+    return parser.parse_intermixed_args(argv)  # overrides before or after the options
 
 
 def main(argv=None):

@@ -11,7 +11,8 @@ run's directory (for a run's config.yaml) or OUTPUT_DIR/<dataset>/<cfg file stem
 ``--submit DIR`` also writes the predictions as labelId PNGs for the Cityscapes server,
 one folder per exit (``--exit K``: exit K only); a list without labels gets predictions
 only. TEST.FLIP_TEST, TEST.MULTI_SCALE and TEST.SCALE_LIST add flipped and rescaled
-passes; inputs larger than TEST.IMAGE_SIZE run as sliding windows.
+passes; inputs larger than TEST.IMAGE_SIZE run as sliding windows. ``--show-dir DIR``
+also writes one PNG panel per image (see tools/visualize.py).
 """
 import sys
 from functools import partial
@@ -21,7 +22,7 @@ from core.testing import run_evaluation
 from utils.launch import default_argument_parser, launch
 
 # Options that may also follow the KEY VALUE overrides (as in the README's commands).
-TRAILING_OPTIONS = ('--submit', '--exit')
+TRAILING_OPTIONS = ('--submit', '--exit', '--show-dir')
 
 
 def options_first(argv, names=TRAILING_OPTIONS):
@@ -49,10 +50,14 @@ def main(argv=None):
                              'into DIR/exit<K>/ (the only output for a list without labels)')
     parser.add_argument('--exit', type=int, metavar='K',
                         help='with --submit: write exit K (1-4) only')
+    parser.add_argument('--show-dir', metavar='DIR',
+                        help='also write a panel of every image (input, ground truth, exits, '
+                             'masks, confidence, errors) into DIR')
     args = parser.parse_args(options_first(sys.argv[1:] if argv is None else argv))
     if args.exit is not None and args.submit is None:
         parser.error('--exit K selects the exit that --submit writes; add --submit DIR')
-    launch(partial(run_evaluation, submit_dir=args.submit, submit_exit=args.exit), args)
+    launch(partial(run_evaluation, submit_dir=args.submit, submit_exit=args.exit,
+                   show_dir=args.show_dir), args)
 
 
 if __name__ == '__main__':

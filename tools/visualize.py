@@ -29,8 +29,8 @@ def parse_args(argv=None):
     source.add_argument('--num', type=int, help='first N images of DATASET.TEST_SET')
     parser.add_argument('--out', required=True, help='folder of the panels')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('opts', nargs=argparse.REMAINDER, help='KEY VALUE config overrides')
-    return parser.parse_args(argv)
+    parser.add_argument('opts', nargs='*', help='KEY VALUE config overrides')
+    return parser.parse_intermixed_args(argv)  # overrides before or after the options
 
 
 def main(argv=None):

@@ -163,7 +163,7 @@ def padded_groups(batch, ignore_label):
 
 @torch.no_grad()
 def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_meter=None,
-             desc='eval', modes=None, writer=None):
+             desc='eval', modes=None, writer=None, on_batch=None):
     """Per-exit confusion matrices of ``model`` over ``loader``, summed over processes.
 
     Images of any size are padded to a multiple of the network's stride (see
@@ -188,6 +188,8 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
             ``core.inference``); None or a single whole-image pass: the batch as it is.
         writer (SubmissionWriter or None): also write the full-size predictions of its
             exits.
+        on_batch (callable or None): ``on_batch(images, labels, names, outputs)`` after
+            each single-pass batch (e.g. ``core.visualize.PanelWriter``).
 
     Returns:
         list[ConfusionMatrix]: one per exit, reduced over all processes (the meter, if
@@ -212,6 +214,8 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
                                      f'{num_exits}')
                 _score_exits(outputs, labels, [batch[2][r] for r in rows], matrices, writer,
                              None if sizes is None else [sizes[r] for r in rows])
+                if on_batch is not None:
+                    on_batch(images, labels, [batch[2][r] for r in rows], outputs)
             continue
         for i in range(batch[0].shape[0]):  # passes run image by image, at its own size
             # Unpadded: scales and flips are of the image itself (each forward is padded).

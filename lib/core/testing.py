@@ -137,7 +137,7 @@ def submission_exits(submit_exit, num_exits=4):
 
 
 def evaluate_model(model, cfg, out_dir, ctx, submit_dir=None, submit_exit=None,
-                   submit_threads=DEFAULT_THREADS):
+                   submit_threads=DEFAULT_THREADS, show_dir=None):
     """Evaluate ``model`` on DATASET.TEST_SET and write ``result.txt`` and
     ``test_stats.json`` into ``out_dir`` (rank 0).
 
@@ -156,6 +156,8 @@ def evaluate_model(model, cfg, out_dir, ctx, submit_dir=None, submit_exit=None,
             (``core.submission``); required for a list without labels.
         submit_exit (int or None): with ``submit_dir``, write exit K only (1-based).
         submit_threads (int): threads that write the PNGs (0: the evaluating thread).
+        show_dir (str or None): also write a panel of every image there
+            (``core.visualize``; single-pass evaluations).
 
     Returns:
         dict: ``mIoU`` and ``class_IoU`` (per exit, in [0, 1]; absent without labels),
@@ -179,14 +181,20 @@ def evaluate_model(model, cfg, out_dir, ctx, submit_dir=None, submit_exit=None,
         logger.info(f'passes per image: scales {list(modes.scales) or "as is"}, flip '
                     f'{modes.flip}, sliding windows of {cfg.TEST.IMAGE_SIZE} where larger')
     meter = FlopsMeter(FlopsCounter(model))
+    panels = None
+    if show_dir:
+        from .visualize import PanelWriter  # core.visualize loads models through this module
+        panels = PanelWriter(model, show_dir, cfg.TRAIN.IGNORE_LABEL)
     try:
         with autocast(ctx.device, cfg.TEST.AMP):
             matrices = evaluate(model, loader, cfg.DATASET.NUM_CLASSES,
                                 cfg.TRAIN.IGNORE_LABEL, ctx, flops_meter=meter, desc='test',
-                                modes=modes, writer=writer)
+                                modes=modes, writer=writer, on_batch=panels)
     finally:
         if writer is not None:
             writer.close()
+    if panels is not None:
+        logger.info(f'wrote {panels.count} panel(s) to {show_dir}')
     gflops, params = meter.gflops(), meter.params
     stats = stats_json(gflops, params)
     if modes.scales or modes.flip or meter.forwards != meter.count:
@@ -239,7 +247,7 @@ def _evaluation_config(cfg, model_file):
     return cfg.dump()
 
 
-def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None):
+def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None, show_dir=None):
     """Everything ``tools/test_ee.py`` does: build the model of the config, load its
     weights strictly (TEST.MODEL_FILE, or a run's ``final_state.pth``) and test it.
 
@@ -249,6 +257,7 @@ def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None):
         ctx (DistContext): this process.
         submit_dir (str or None): ``--submit``: also write benchmark-server PNGs there.
         submit_exit (int or None): ``--exit``: only this exit's PNGs.
+        show_dir (str or None): ``--show-dir``: also write a panel of every image there.
     """
     out_dir, model_file = resolve_test_paths(cfg, cfg_path)
     if submit_dir is not None:
@@ -271,4 +280,5 @@ def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None):
     apply_cudnn(cfg)
     model = models.get_seg_model(cfg)
     load_model_weights(model, model_file)
-    return evaluate_model(model.to(ctx.device), cfg, out_dir, ctx, submit_dir, submit_exit)
+    return evaluate_model(model.to(ctx.device), cfg, out_dir, ctx, submit_dir, submit_exit,
+                          show_dir=show_dir)

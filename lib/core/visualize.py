@@ -346,3 +346,29 @@ def panels_of_dataset(model, dataset, out_dir, num, ignore_label=255, log=print)
         log(out)
         written.append(out)
     return written
+
+
+class PanelWriter:
+    """Writes the panel of every image an evaluation runs, from its own outputs
+    (``core.engine.evaluate``'s ``on_batch``); the masks are recomputed from the
+    outputs exactly as the forward computed them, the GFLOPs counted per image.
+
+    Args:
+        model (AnytimeHRNet): the evaluated model.
+        out_dir (str): where the panels go, ``<image name>.png``.
+        ignore_label (int): TRAIN.IGNORE_LABEL.
+    """
+
+    def __init__(self, model, out_dir, ignore_label=255):
+        self.model = model
+        self.out_dir = out_dir
+        self.ignore_label = ignore_label
+        self.count = 0
+
+    def __call__(self, images, labels, names, outputs):
+        for i, name in enumerate(names):
+            views = views_from_outputs(self.model, outputs, i)
+            views.gflops = anytime_flops(self.model, images[i:i + 1])['gflops']
+            write_panel(self.model, images[i], os.path.join(self.out_dir, f'{name}.png'),
+                        labels[i], self.ignore_label, name, views)
+            self.count += 1

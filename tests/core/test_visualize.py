@@ -107,3 +107,21 @@ def test_colorize_paints_the_palette_and_ignored_pixels_black():
     rgb = colorize(ids, ignore_mask=np.array([[False, True, False]]))
     assert tuple(rgb[0, 0]) == CITYSCAPES_PALETTE[0]
     assert tuple(rgb[0, 1]) == (0, 0, 0) and tuple(rgb[0, 2]) == (0, 0, 0)
+
+
+def test_evaluation_writes_the_panel_of_every_image_from_its_own_outputs(tmp_path):
+    """test_ee.py --show-dir: evaluate's on_batch draws each image's panel; it equals the
+    panel tools/visualize.py draws with a forward of its own."""
+    from core.engine import evaluate
+    from core.visualize import PanelWriter
+    from utils.distributed import DistContext
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 32, 64)
+    model = mixed_mask_model('adpc', images[:1])
+    model.execution = 'dense'
+    labels = torch.randint(0, 19, (2, 32, 64))
+    writer = PanelWriter(model, str(tmp_path / 'show'))
+    evaluate(model, [(images, labels, ['a', 'b'])], 19, 255, DistContext(), on_batch=writer)
+    assert writer.count == 2 and sorted(os.listdir(tmp_path / 'show')) == ['a.png', 'b.png']
+    write_panel(model, images[1], str(tmp_path / 'b.png'), labels[1], 255, name='b')
+    assert (tmp_path / 'show' / 'b.png').read_bytes() == (tmp_path / 'b.png').read_bytes()

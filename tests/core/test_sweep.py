@@ -1,0 +1,96 @@
+"""The threshold sweep equals tools/test_ee.py at every threshold, on a tiny trained model,
+and never writes over the run's own results."""
+import argparse
+import os
+
+import pytest
+import torch
+
+from config import config, update_config
+from core.predict import load_model
+from core.sweep import read_compare, run_sweep
+from core.testing import run_evaluation
+from core.training import train
+from datasets import build_dataset
+from datasets.synthetic import generate_synthetic_cityscapes
+from utils.distributed import DistContext
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = os.path.join(ROOT, 'experiments', 'synthetic', 'tiny_adpc.yaml')
+
+
+def make_cfg(path, *opts):
+    return update_config(config.clone(), argparse.Namespace(cfg=path, opts=list(opts)))
+
+
+@pytest.fixture(scope='module')
+def trained_run(tmp_path_factory):
+    """A tiny ADP-C trained for 1 epoch on 8 synthetic images (a run directory)."""
+    root = str(tmp_path_factory.mktemp('data'))
+    generate_synthetic_cityscapes(root, num_train=8, num_val=2, num_test=0, height=64,
+                                  width=128)
+    out = str(tmp_path_factory.mktemp('out'))
+    train(make_cfg(TINY, 'DATASET.ROOT', root, 'OUTPUT_DIR', out, 'TRAIN.END_EPOCH', '1',
+                   'TRAIN.EVAL_INTERVAL', '0', 'TRAIN.BATCH_SIZE_PER_GPU', '4'),
+          TINY, DistContext())
+    return os.path.join(out, 'cityscapes', 'tiny_adpc'), root
+
+
+def confidence_quantiles(cfg, cfg_path, qs):
+    """Thresholds that mask part of exit 1's pixels on the first validation image."""
+    model, _ = load_model(cfg, cfg_path, torch.device('cpu'))
+    image = build_dataset(cfg, cfg.DATASET.TEST_SET, train=False)[0][0]
+    with torch.no_grad():
+        conf = torch.softmax(model(image[None], stop_at=1)[0], 1).amax(1)
+    return [torch.quantile(conf, q).item() for q in qs]
+
+
+def test_sweep_rows_equal_test_ee_at_each_threshold(trained_run, tmp_path):
+    run_dir, root = trained_run
+    cfg_path = os.path.join(run_dir, 'config.yaml')
+    cfg = make_cfg(cfg_path)
+    with open(os.path.join(run_dir, 'result.txt')) as f:
+        result = f.read()
+    thresholds = confidence_quantiles(cfg, cfg_path, [0.3, 0.7])
+    rows = run_sweep(cfg, cfg_path, DistContext(), thresholds, latency=True)
+    assert [r['threshold'] for r in rows] == sorted(thresholds + [1.0])
+    assert 0 < rows[0]['density'][0] < 1  # the lowest threshold skips some pixels
+    for row in rows:
+        expected = run_evaluation(make_cfg(cfg_path, 'MASK.CONF_THRE', str(row['threshold'])),
+                                  cfg_path, DistContext())
+        assert [m * 100 for m in row['mIoU']] == pytest.approx(
+            [m * 100 for m in expected['mIoU']], abs=0.01), row['threshold']
+        assert row['gflops'] == pytest.approx(expected['Gflops'], rel=1e-4), row['threshold']
+        assert len(row['latency_ms']) == 4 and row['latency_ms'] == sorted(row['latency_ms'])
+    # A lower threshold computes fewer pixels: cheaper exits 2-4.
+    assert rows[0]['gflops'][3] < rows[-1]['gflops'][3]
+    # Results went to <run>/sweep/; the run's own result is untouched.
+    sweep = os.path.join(run_dir, 'sweep')
+    assert {'sweep.csv', 'sweep.json', 'sweep.png'} <= set(os.listdir(sweep))
+    with open(os.path.join(sweep, 'sweep.csv')) as f:
+        lines = f.read().splitlines()
+    assert len(lines) == 1 + len(rows) and lines[0].startswith('threshold,criterion,images')
+    # A second sweep goes next to the first one instead of over it.
+    rows_again = run_sweep(cfg, cfg_path, DistContext(), thresholds[:1])
+    assert os.path.isfile(os.path.join(run_dir, 'sweep_2', 'sweep.json'))
+    assert rows_again[0]['mIoU'] == rows[0]['mIoU']
+    # The compare reader reads an evaluation folder (the run's own result.txt).
+    name, mious, gflops = read_compare(run_dir)
+    assert name == 'tiny_adpc' and len(mious) == len(gflops) == 4
+
+
+def test_unmasked_model_gives_its_single_point(trained_run, tmp_path):
+    _, root = trained_run
+    cfg = make_cfg(TINY, 'DATASET.ROOT', root, 'MASK.USE', 'False', 'OUTPUT_DIR', str(tmp_path))
+    model, _ = load_model(cfg, TINY, torch.device('cpu'))
+    weights = str(tmp_path / 'rh.pth')
+    torch.save(model.state_dict(), weights)
+    cfg = make_cfg(TINY, 'DATASET.ROOT', root, 'MASK.USE', 'False', 'OUTPUT_DIR', str(tmp_path),
+                   'TEST.MODEL_FILE', weights)
+    out = str(tmp_path / 'sweep_out')
+    rows = run_sweep(cfg, TINY, DistContext(), [0.5, 0.9], out_dir=out)
+    assert len(rows) == 1 and rows[0]['threshold'] is None
+    expected = run_evaluation(cfg, TINY, DistContext())
+    assert rows[0]['mIoU'] == pytest.approx(expected['mIoU'], abs=1e-4)
+    assert rows[0]['gflops'] == pytest.approx(expected['Gflops'], rel=1e-4)
+    assert os.path.isfile(os.path.join(out, 'sweep.png'))
