@@ -2,6 +2,7 @@
 and never writes over the run's own results."""
 import argparse
 import os
+import sys
 
 import pytest
 import torch
@@ -13,7 +14,11 @@ from core.testing import run_evaluation
 from core.training import train
 from datasets import build_dataset
 from datasets.synthetic import generate_synthetic_cityscapes
+from models import get_seg_model
 from utils.distributed import DistContext
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'models'))
+from tiny import spread_weights  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, 'experiments', 'synthetic', 'tiny_adpc.yaml')
@@ -25,14 +30,18 @@ def make_cfg(path, *opts):
 
 @pytest.fixture(scope='module')
 def trained_run(tmp_path_factory):
-    """A tiny ADP-C trained for 1 epoch on 8 synthetic images (a run directory)."""
+    """A tiny ADP-C trained for 1 epoch on 8 synthetic images (a run directory), from
+    He-normal weights, so that its exits are confident about part of the pixels after
+    so short a training (the std-0.001 init is confident nowhere)."""
     root = str(tmp_path_factory.mktemp('data'))
     generate_synthetic_cityscapes(root, num_train=8, num_val=2, num_test=0, height=64,
                                   width=128)
     out = str(tmp_path_factory.mktemp('out'))
+    start = os.path.join(out, 'start.pth')
+    torch.save(spread_weights(get_seg_model(make_cfg(TINY))).state_dict(), start)
     train(make_cfg(TINY, 'DATASET.ROOT', root, 'OUTPUT_DIR', out, 'TRAIN.END_EPOCH', '1',
-                   'TRAIN.EVAL_INTERVAL', '0', 'TRAIN.BATCH_SIZE_PER_GPU', '4'),
-          TINY, DistContext())
+                   'TRAIN.EVAL_INTERVAL', '0', 'TRAIN.BATCH_SIZE_PER_GPU', '4',
+                   'MODEL.PRETRAINED', start), TINY, DistContext())
     return os.path.join(out, 'cityscapes', 'tiny_adpc'), root
 
 
@@ -52,6 +61,7 @@ def test_sweep_rows_equal_test_ee_at_each_threshold(trained_run, tmp_path):
     with open(os.path.join(run_dir, 'result.txt')) as f:
         result = f.read()
     thresholds = confidence_quantiles(cfg, cfg_path, [0.3, 0.7])
+    assert thresholds[0] < thresholds[1] < 1
     rows = run_sweep(cfg, cfg_path, DistContext(), thresholds, latency=True)
     assert [r['threshold'] for r in rows] == sorted(thresholds + [1.0])
     assert 0 < rows[0]['density'][0] < 1  # the lowest threshold skips some pixels
