@@ -210,12 +210,13 @@ def plot_sweep(rows, path, compare=(), title=None):
         marker = 'sPD^v'[i % 5]
         ax.plot(gflops, [m * 100 for m in mious], marker, linestyle=':', color='gray',
                 markerfacecolor='none', markersize=9, label=f'{name} (exits 1-4)')
-    if any(r['threshold'] == UNMASKED.get(criterion) for r in rows):
+    if criterion is not None and any(r['threshold'] == UNMASKED[criterion] for r in rows):
         ax.plot([], [], '*', color='gray', markeredgecolor='black', markersize=13,
                 label=f'unmasked ({criterion} {UNMASKED[criterion]:g}: every pixel)')
     ax.set_xlabel('GFLOPs per image (mask-aware, cumulative to the exit)')
     ax.set_ylabel('mIoU (%)')
-    thresholds = f'labels: {criterion} threshold' if criterion else 'unmasked model'
+    thresholds = f'labels: {criterion} threshold' if criterion else \
+        'unmasked model: the threshold does not apply'
     ax.set_title((title + '\n' if title else '') + f'accuracy vs cost per exit ({thresholds})',
                  fontsize=11)
     ax.grid(True, alpha=0.3)
