@@ -84,6 +84,8 @@ def test_sweep_rows_equal_test_ee_at_each_threshold(trained_run, tmp_path):
     rows_again = run_sweep(cfg, cfg_path, DistContext(), thresholds[:1])
     assert os.path.isfile(os.path.join(run_dir, 'sweep_2', 'sweep.json'))
     assert rows_again[0]['mIoU'] == rows[0]['mIoU']
+    with open(os.path.join(run_dir, 'result.txt')) as f:
+        assert f.read() == result
     # The compare reader reads an evaluation folder (the run's own result.txt).
     name, mious, gflops = read_compare(run_dir)
     assert name == 'tiny_adpc' and len(mious) == len(gflops) == 4
