@@ -52,3 +52,8 @@ echo "ADP-C as trained (masked: pixels an exit is confident about skip the later
      "next to the same weights computing every pixel (unmasked):"
 python tools/compare_results.py "$RUN" "$UNMASKED" --names masked unmasked
 echo "TensorBoard curves: pip install tensorboard && tensorboard --logdir $RUN"
+
+# 5. The panel of one validation image: input, ground truth, each exit, each segment's
+#    mask, confidence and errors (tools/visualize.py).
+python tools/visualize.py --cfg "$RUN/config.yaml" --num 1 --out "$RUN/panels" > /dev/null
+echo "Panel of a validation image: $(ls "$RUN"/panels/*.png | head -n 1)"
