@@ -18,6 +18,7 @@ import _init_paths  # noqa: F401
 import torch
 
 from config import config, update_config
+from utils.launch import reporting_user_errors
 from core.predict import load_model, predict_files
 
 
@@ -47,4 +48,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    reporting_user_errors(main)()  # a UserError: one 'error:' line, no traceback

@@ -21,6 +21,7 @@ import _init_paths  # noqa: F401
 import torch
 
 from config import config, update_config
+from utils.launch import reporting_user_errors
 from core.anytime import AnytimePredictor, budget_grid, evaluate_predictor
 from core.latency import DENSITIES, LatencyProfile, measure_profile, profile_table
 from models.model_anytime import build_model
@@ -107,4 +108,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    reporting_user_errors(main)()  # a UserError: one 'error:' line, no traceback

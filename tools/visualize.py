@@ -17,6 +17,7 @@ import torch
 
 import datasets
 from config import config, update_config
+from utils.launch import reporting_user_errors
 from core.predict import load_model
 from core.visualize import panels_of_dataset, panels_of_files
 
@@ -47,4 +48,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    reporting_user_errors(main)()  # a UserError: one 'error:' line, no traceback
