@@ -9,7 +9,7 @@ The profile times exit 1, each later segment at several mask densities (threshol
 smooth noise, so random weights can be profiled) and the final upsampling, for this
 model, input shape, device, thread count and MASK.EXECUTION. ``--evaluate`` then runs the
 predictor at ``--budgets`` budgets from half of exit 1's time to 1.3 x the full
-network's, under noise masks of each ``--eval-densities`` set, and prints the share of
+network's (as planned at the slowest density set), under noise masks of each ``--eval-densities`` set, and prints the share of
 calls that end later than budget + 10%, whether the exit reached ever decreases as the
 budget grows, and whether an unlimited call equals the model's last output.
 """
@@ -85,7 +85,7 @@ def main(argv=None):
     sets = [tuple(s) for s in args.eval_densities]
     if any(len(s) != 3 for s in sets):
         raise SystemExit('--eval-densities: three densities per set (segments 1, 2, 3)')
-    budgets = budget_grid(profile, args.budgets)
+    budgets = budget_grid(profile, args.budgets, sets)
     x = torch.randn(shape, device=device)
 
     def show(row):

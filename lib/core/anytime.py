@@ -102,11 +102,12 @@ class AnytimePredictor:
         return AnytimeResult(state.exit, labels, logits, elapsed_ms(), densities, predicted)
 
 
-def budget_grid(profile, count=24, densities=(1.0, 1.0, 1.0), low=0.5, high=1.3):
+def budget_grid(profile, count=24, density_sets=((1.0, 1.0, 1.0),), low=0.5, high=1.3):
     """``count`` budgets (ms), geometrically spaced from ``low`` x the predicted time of
-    exit 1 to ``high`` x that of the full network at ``densities``."""
-    times = profile.exit_ms(densities)
-    return np.geomspace(low * times[0], high * times[-1], count).tolist()
+    exit 1 to ``high`` x the planned time of the full network at the slowest of
+    ``density_sets`` (the predictor plans with the profile's high quantile)."""
+    full = max(profile.exit_ms(d, high=True)[-1] for d in density_sets)
+    return np.geomspace(low * profile.exit_ms()[0], high * full, count).tolist()
 
 
 @torch.no_grad()
