@@ -60,10 +60,10 @@ def test_sweep_rows_equal_test_ee_at_each_threshold(trained_run, tmp_path):
     cfg = make_cfg(cfg_path)
     with open(os.path.join(run_dir, 'result.txt')) as f:
         result = f.read()
-    thresholds = confidence_quantiles(cfg, cfg_path, [0.3, 0.7])
-    assert thresholds[0] < thresholds[1] < 1
+    thresholds = confidence_quantiles(cfg, cfg_path, [0.1, 0.3])
+    assert thresholds[0] < thresholds[1]
     rows = run_sweep(cfg, cfg_path, DistContext(), thresholds, latency=True)
-    assert [r['threshold'] for r in rows] == sorted(thresholds + [1.0])
+    assert [r['threshold'] for r in rows] == sorted(set(thresholds + [1.0]))
     assert 0 < rows[0]['density'][0] < 1  # the lowest threshold skips some pixels
     for row in rows:
         expected = run_evaluation(make_cfg(cfg_path, 'MASK.CONF_THRE', str(row['threshold'])),
