@@ -94,12 +94,13 @@ def test_unlimited_budget_equals_the_models_last_output(variant):
 
 
 def test_the_clock_stops_a_call_that_fell_behind_its_plan():
-    """A machine slower than when profiled: exit 1 takes 300 ms against 1 ms planned,
-    so a 350 ms budget must not start segment 1 (planned 1 ms)."""
+    """A machine slower than when profiled: exit 1 takes over 300 ms against 1 ms
+    planned. By the plan, segment 1 (60 ms) would end at 62 ms, well inside 350 ms; by
+    the clock it would end after 361 ms, so it must not start."""
     model = tiny_model('adpc').eval()
     profile = fake_profile(model)
     profile.exit1 = profile.finish = Timing(1.0, 1.0)
-    profile.segments = [[Timing(1.0, 1.0), Timing(1.0, 1.0)]] * 3
+    profile.segments = [[Timing(60.0, 60.0), Timing(60.0, 60.0)]] * 3
     model.exit1.register_forward_hook(lambda *a: time.sleep(0.3))
     result, ran = segments_run(model, lambda: AnytimePredictor(model, profile)(
         torch.randn(SHAPE), 350))
