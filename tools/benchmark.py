@@ -23,6 +23,7 @@ from models.model_anytime import build_model
 from models.sparse.benchmark import benchmark_end_to_end, benchmark_evaluation, \
     benchmark_segments, end_to_end_table, segment_table
 from utils.checkpoint import load_model_weights
+from utils.launch import reporting_user_errors
 
 TOLERANCE = 1e-4  # max |mode - dense| relative to the logits' scale
 
@@ -162,4 +163,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    reporting_user_errors(main)()  # a UserError: one 'error:' line, no traceback

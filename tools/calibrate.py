@@ -8,6 +8,7 @@ figures go.
 """
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 from models.sparse.calibrate import main
+from utils.launch import reporting_user_errors
 
 if __name__ == '__main__':
-    main()
+    reporting_user_errors(main)()  # a UserError: one 'error:' line, no traceback

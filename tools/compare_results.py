@@ -10,6 +10,7 @@ import argparse
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 from utils.results import comparison_table, read_results
+from utils.launch import reporting_user_errors
 
 
 def main(argv=None):
@@ -23,4 +24,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    reporting_user_errors(main)()  # a UserError: one 'error:' line, no traceback

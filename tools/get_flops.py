@@ -28,6 +28,7 @@ from datasets.transforms import normalize
 from models.flops import anytime_flops, flops_table, with_mean
 from models.model_anytime import build_model
 from utils.checkpoint import load_model_weights
+from utils.launch import reporting_user_errors
 
 
 def parse_args():
@@ -94,4 +95,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    reporting_user_errors(main)()  # a UserError: one 'error:' line, no traceback

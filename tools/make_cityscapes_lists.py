@@ -9,6 +9,7 @@ import argparse
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 from datasets.lists import LIST_DIR, make_cityscapes_lists
+from utils.launch import reporting_user_errors
 
 
 def main():
@@ -22,4 +23,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    reporting_user_errors(main)()  # a UserError: one 'error:' line, no traceback

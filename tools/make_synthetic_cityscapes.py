@@ -8,6 +8,7 @@ import argparse
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 from datasets.lists import LIST_DIR
 from datasets.synthetic import generate_synthetic_cityscapes
+from utils.launch import reporting_user_errors
 
 
 def main():
@@ -28,4 +29,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    reporting_user_errors(main)()  # a UserError: one 'error:' line, no traceback

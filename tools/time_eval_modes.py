@@ -25,6 +25,7 @@ from models import get_seg_model
 from utils.checkpoint import load_model_weights
 from utils.distributed import DistContext
 from utils.logger import setup_logger
+from utils.launch import reporting_user_errors
 
 
 def main():
@@ -72,4 +73,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    reporting_user_errors(main)()  # a UserError: one 'error:' line, no traceback

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from utils.errors import ConfigError, DataError
 from .lists import (IMAGE_DIR, IMAGE_SUFFIX, LABEL_DIR, LABEL_SUFFIX, LABELLED_SPLITS,
                     SPLITS, write_cityscapes_lists)
 
@@ -99,7 +100,8 @@ def render_scene(height, width, rng):
         labelIds H×W ``uint8``).
     """
     if height < 32 or width < 32:
-        raise ValueError(f'Synthetic images must be at least 32x32, got {width}x{height}.')
+        raise ConfigError(f'synthetic images must be at least 32x32, got {width}x{height}: '
+                          'pass a larger --height/--width')
     label = _draw_layout(height, width, rng)
     return _paint(label, rng), label
 
@@ -301,14 +303,14 @@ def generate_synthetic_cityscapes(root, *, num_train=24, num_val=8, num_test=4,
         dict[str, int]: number of samples per list name.
 
     Raises:
-        FileExistsError: ``root/cityscapes`` exists, is not empty and was not made by
+        DataError: ``root/cityscapes`` exists, is not empty and was not made by
             this generator (real data are never overwritten).
     """
     base = os.path.join(root, 'cityscapes')
     if os.path.isdir(base) and os.listdir(base):
         if not os.path.isfile(os.path.join(base, MARKER)):
-            raise FileExistsError(f'{base} already holds data that this generator did not '
-                                  'write; choose another --root.')
+            raise DataError(f'{base} already holds data that this generator did not '
+                            'write; choose another --root.')
         shutil.rmtree(base)  # an earlier synthetic set: replace it as a whole
     os.makedirs(base, exist_ok=True)
     with open(os.path.join(base, MARKER), 'w') as handle:

@@ -82,3 +82,16 @@ def test_under_torchrun_the_error_is_printed_once_and_is_the_root_cause(data_roo
     assert f'traceback : error: {message}' in root_cause
     assert 'exitcode  : 2' in root_cause
     assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize('argv,pattern', [
+    (['tools/get_flops.py', '--cfg', 'nope.yaml'], r'--cfg file .*nope\.yaml does not exist'),
+    (['tools/benchmark.py', '--cfg', TINY, 'MASK.CONF_THR', '0.9'],
+     r'unknown config key MASK\.CONF_THR .*did you mean MASK\.CONF_THRE\?'),
+    (['tools/make_synthetic_cityscapes.py', '--root', '{tmp}', '--height', '8'],
+     r'at least 32x32'),
+    (['tools/compare_results.py', '{tmp}', '{tmp}'], r'result'),
+])
+def test_the_other_tools_print_one_line(argv, pattern, tmp_path):
+    proc = run_tool(*[a.format(tmp=tmp_path) for a in argv])
+    assert_one_error(proc, pattern)
