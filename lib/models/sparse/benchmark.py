@@ -56,7 +56,7 @@ def segment_runner(model, j, inputs, masks, mode):
         previous, model.execution = model.execution, mode
         try:
             out_branches, out, _ = model._run_segment(j, branches, logits,
-                                                      model._runs_sparse(), masks)
+                                                      model._runs_sparse(logits.device), masks)
         finally:
             model.execution = previous
         return out_branches, out
