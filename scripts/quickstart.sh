@@ -5,7 +5,8 @@
 #      the run ends with its evaluation: per-exit mIoU, per-class IoU, mask-aware GFLOPs;
 #   3. evaluate the same weights computing every pixel (MASK.CONF_THRE 1.0), into the
 #      run's eval/MASK.CONF_THRE=1.0/ folder;
-#   4. print both evaluations side by side: the computation confidence adaptivity saves,
+#   4. draw the panel of one validation image (each exit, each segment's mask);
+#   5. print both evaluations side by side: the computation confidence adaptivity saves,
 #      and what it costs in mIoU.
 # Running it again continues the run in place (AUTO_RESUME): an interrupted run resumes
 # from its last checkpoint, a finished one is only evaluated again. Delete the run
@@ -45,15 +46,15 @@ python -m torch.distributed.run --standalone --nproc_per_node "$NPROC" tools/tra
 python -m torch.distributed.run --standalone --nproc_per_node "$NPROC" tools/test_ee.py \
     --cfg "$RUN/config.yaml" MASK.CONF_THRE 1.0
 
-# 4. Summary.
+# 4. The panel of one validation image: input, ground truth, each exit, each segment's
+#    mask, confidence and errors (tools/visualize.py).
+python tools/visualize.py --cfg "$RUN/config.yaml" --num 1 --out "$RUN/panels" > /dev/null
+
+# 5. Summary.
 echo
 echo "Quick start done in ${SECONDS} s. Run directory: $RUN"
 echo "ADP-C as trained (masked: pixels an exit is confident about skip the later stages)" \
      "next to the same weights computing every pixel (unmasked):"
 python tools/compare_results.py "$RUN" "$UNMASKED" --names masked unmasked
-echo "TensorBoard curves: pip install tensorboard && tensorboard --logdir $RUN"
-
-# 5. The panel of one validation image: input, ground truth, each exit, each segment's
-#    mask, confidence and errors (tools/visualize.py).
-python tools/visualize.py --cfg "$RUN/config.yaml" --num 1 --out "$RUN/panels" > /dev/null
 echo "Panel of a validation image: $(ls "$RUN"/panels/*.png | head -n 1)"
+echo "TensorBoard curves: pip install tensorboard && tensorboard --logdir $RUN"

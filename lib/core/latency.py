@@ -23,12 +23,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from models.model_anytime import NUM_EXITS
 from models.sparse.noise_masks import SmoothNoiseMasks
 from utils.errors import UserError
 from utils.io import atomic_write_text
+from utils.logger import progress as show_progress
 from .criterion import upsample_to
 
 FORMAT = 'adpc-latency-profile/1'
@@ -250,7 +250,7 @@ def measure_profile(model, input_shape, densities=DENSITIES, repeats=5, warmup=1
               for i, d in enumerate(densities)] for j in range(1, NUM_EXITS)]
     exit1, finished = [], []
     segments = [[[] for _ in densities] for _ in range(NUM_EXITS - 1)]
-    rounds = tqdm(range(warmup + repeats), desc='profile', disable=not progress, leave=False)
+    rounds = show_progress(range(warmup + repeats), 'profile', is_main=progress)
     for round_ in rounds:
         state, t1 = _timed(lambda: model.first_exit(x), device)
         _, tf = _timed(lambda: finish(state.logits, (h, w)), device)

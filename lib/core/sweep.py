@@ -15,13 +15,13 @@ import os
 import time
 
 import torch
-from tqdm import tqdm
 
 from models.confidence import ConfidenceMasks
 from models.flops import FlopsCounter
 from models.model_anytime import NUM_EXITS
 from utils.distributed import all_reduce
 from utils.io import atomic_write_text
+from utils.logger import progress
 from .engine import padded_groups
 from .latency import sync
 from .metrics import ConfusionMatrix
@@ -89,8 +89,8 @@ def sweep_thresholds(model, loader, thresholds, criterion, num_classes, ignore_l
     exit1 = ConfusionMatrix(num_classes, ignore_label)
     stats = {t: ThresholdStats(exit1, num_classes, ignore_label) for t in points}
     counter = FlopsCounter(model)  # FLOPs from the masks each forward ran with
-    for batch in tqdm(loader, desc=f'sweep ({len(points)} thresholds)',
-                      disable=not ctx.is_main, leave=False, dynamic_ncols=True):
+    for batch in progress(loader, f'sweep ({len(points)} thresholds)', ctx.is_main,
+                          log_lines=True):
         # Each image at its own size padded to the stride, as evaluation runs it.
         for _, images, labels in padded_groups(batch, ignore_label):
             _sweep_images(model, images.to(ctx.device), labels.to(ctx.device), points,

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from datasets.labels import colorize
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from models.model_anytime import NUM_EXITS
 from models.flops import anytime_flops
+from utils.logger import progress
 from .criterion import upsample_to
 from .predict import cityscapes_label, pad_to_multiple, read_image
 
@@ -309,7 +309,7 @@ def panels_of_files(model, paths, out_dir, ignore_label=255, log=print):
         list[str]: the PNGs written.
     """
     written = []
-    for path in tqdm(paths, desc='panels', leave=False, disable=len(paths) < 2):
+    for path in progress(paths, 'panels'):
         image, _ = read_image(path)
         name = os.path.splitext(os.path.basename(path))[0]
         out = os.path.join(out_dir, f'{name}.png')
@@ -339,7 +339,7 @@ def panels_of_dataset(model, dataset, out_dir, num, ignore_label=255, log=print)
         list[str]: the PNGs written.
     """
     written = []
-    for i in tqdm(range(min(num, len(dataset))), desc='panels', leave=False):
+    for i in progress(range(min(num, len(dataset))), 'panels'):
         image, label, name = dataset[i]
         out = os.path.join(out_dir, f'{name}.png')
         write_panel(model, image, out, label, ignore_label, name)

@@ -21,9 +21,9 @@ import shutil
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from utils.errors import ConfigError, DataError
+from utils.logger import progress as show_progress
 from .lists import (IMAGE_DIR, IMAGE_SUFFIX, LABEL_DIR, LABEL_SUFFIX, LABELLED_SPLITS,
                     SPLITS, write_cityscapes_lists)
 
@@ -297,7 +297,7 @@ def generate_synthetic_cityscapes(root, *, num_train=24, num_val=8, num_test=4,
         height (int): image height. Default 256.
         width (int): image width. Default 512.
         seed (int): random seed; the same seed always gives the same images. Default 0.
-        progress (bool): show a tqdm progress bar. Default False.
+        progress (bool): show a progress bar (on a terminal). Default False.
 
     Returns:
         dict[str, int]: number of samples per list name.
@@ -319,14 +319,12 @@ def generate_synthetic_cityscapes(root, *, num_train=24, num_val=8, num_test=4,
 
     counts = {'train': num_train, 'val': num_val, 'test': num_test}
     samples = {split: [] for split in SPLITS}
-    with tqdm(total=sum(counts.values()), desc='synthetic cityscapes',
-              disable=not progress) as bar:
-        for split_index, split in enumerate(SPLITS):
-            for index in range(counts[split]):
-                rng = np.random.default_rng([seed, split_index, index])
-                image, label_ids = render_scene(height, width, rng)
-                samples[split].append(_write_sample(base, split, index, image, label_ids))
-                bar.update()
+    todo = [(split_index, split, index) for split_index, split in enumerate(SPLITS)
+            for index in range(counts[split])]
+    for split_index, split, index in show_progress(todo, 'synthetic cityscapes', progress):
+        rng = np.random.default_rng([seed, split_index, index])
+        image, label_ids = render_scene(height, width, rng)
+        samples[split].append(_write_sample(base, split, index, image, label_ids))
     for split in SPLITS:
         samples[split].sort()
     return write_cityscapes_lists(root, samples)
