@@ -134,6 +134,28 @@ def test_evaluating_final_state_reproduces_result(reference_run, data_root, tmp_
     assert 'road' in proc.stdout  # per-class table names the classes
 
 
+def read_stats(folder):
+    with open(os.path.join(folder, 'test_stats.json')) as f:
+        return json.load(f)
+
+
+def test_exit_fine_tuning_counts_its_frozen_parameters(reference_run, data_root, tmp_path):
+    """A TRAIN.EE_ONLY run ends with its backbone frozen; its test_stats.json still
+    counts every parameter, as test_ee.py on its final_state.pth does."""
+    reference, _ = reference_run
+    command = train_command(data_root, str(tmp_path)) + [
+        'TRAIN.EE_ONLY', 'True', 'TRAIN.END_EPOCH', '1', 'MODEL.LOAD_STAGE', '2',
+        'MODEL.PRETRAINED', os.path.join(reference, 'final_state.pth')]
+    run(command)
+    out = run_dir(str(tmp_path))
+    trained = read_stats(out)
+    assert trained['params'] == read_stats(reference)['params']  # same network, all counted
+    run([sys.executable, 'tools/test_ee.py', '--cfg', os.path.join(out, 'config.yaml')])
+    evaluated = read_stats(out)
+    assert evaluated['params'] == trained['params']
+    assert evaluated['Gflops'] == pytest.approx(trained['Gflops'])
+
+
 def test_legacy_launcher_on_a_run_config_writes_into_the_run(reference_run):
     out, _ = reference_run
     result = os.path.join(out, 'result.txt')
