@@ -1,7 +1,9 @@
 """The threshold sweep equals tools/test_ee.py at every threshold, on a tiny trained model,
 and never writes over the run's own results."""
 import argparse
+import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -106,3 +108,29 @@ def test_unmasked_model_gives_its_single_point(trained_run, tmp_path):
     assert rows[0]['mIoU'] == pytest.approx(expected['mIoU'], abs=1e-4)
     assert rows[0]['gflops'] == pytest.approx(expected['Gflops'], rel=1e-4)
     assert os.path.isfile(os.path.join(out, 'sweep.png'))
+
+
+def test_two_processes_sweep_as_one(trained_run, tmp_path):
+    """Under torchrun each process sweeps its shard of the images; the rows, reduced over
+    processes, equal the single-process sweep."""
+    run_dir, _ = trained_run
+    cfg_path = os.path.join(run_dir, 'config.yaml')
+    thresholds = confidence_quantiles(make_cfg(cfg_path), cfg_path, [0.1, 0.3])
+    single = run_sweep(make_cfg(cfg_path), cfg_path, DistContext(), thresholds,
+                       out_dir=str(tmp_path / 'single'))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+         'tools/sweep_threshold.py', '--cfg', cfg_path, '--out', str(tmp_path / 'two'),
+         '--thresholds', *[repr(t) for t in thresholds]],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(tmp_path / 'two' / 'sweep.json') as f:
+        two = json.load(f)
+    rows = two['rows']
+    assert two['processes'] == 2
+    assert len(rows) == len(single)
+    for mine, theirs in zip(rows, single):
+        assert mine['threshold'] == pytest.approx(theirs['threshold'])
+        assert mine['mIoU'] == pytest.approx(theirs['mIoU'], abs=1e-6)
+        assert mine['gflops'] == pytest.approx(theirs['gflops'], rel=1e-6)
