@@ -12,39 +12,29 @@ machine by tools/profile_latency.py, at the input size padded to a multiple of 3
 will not fit.
 """
 import argparse
-import logging
 
 import _init_paths  # noqa: F401
 import torch
 
-from config import config, update_config
 from utils.launch import reporting_user_errors
-from core.predict import load_model, predict_files
+from core.predict import add_model_arguments, model_from_args, predict_files
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--cfg', required=True, help="experiment YAML, or a run's config.yaml")
     parser.add_argument('--image', nargs='+', required=True, help='image files')
     parser.add_argument('--out', required=True, help='folder of the PNGs')
     parser.add_argument('--budget-ms', type=float, help='time budget per image')
     parser.add_argument('--profile', help='latency profile (tools/profile_latency.py)')
-    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--threads', type=int, help='torch CPU threads (as in the profile)')
-    parser.add_argument('opts', nargs='*', help='KEY VALUE config overrides')
-    return parser.parse_intermixed_args(argv)  # overrides before or after the options
+    add_model_arguments(parser)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
     args = parse_args(argv)
-    cfg = update_config(config, args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    model, weights = load_model(cfg, args.cfg, device)
-    print(f'{args.cfg}, weights: {weights}, {device}, {torch.get_num_threads()} threads')
-    predict_files(model, args.image, args.out, device, args.budget_ms, args.profile)
+    _, model = model_from_args(args)
+    predict_files(model, args.image, args.out, torch.device(args.device), args.budget_ms,
+                  args.profile)
 
 
 if __name__ == '__main__':

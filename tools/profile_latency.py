@@ -15,17 +15,14 @@ budget grows, and whether an unlimited call equals the model's last output.
 """
 import argparse
 import json
-import logging
 
 import _init_paths  # noqa: F401
 import torch
 
-from config import config, update_config
 from utils.launch import reporting_user_errors
 from core.anytime import AnytimePredictor, budget_grid, evaluate_predictor
 from core.latency import DENSITIES, LatencyProfile, measure_profile, profile_table
-from models.model_anytime import build_model
-from utils.checkpoint import load_model_weights
+from core.predict import add_model_arguments, model_from_args
 
 
 def floats(text):
@@ -34,12 +31,10 @@ def floats(text):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--cfg', required=True, help='experiment YAML (TEST.MODEL_FILE optional: '
-                                                     'speed does not depend on the weights)')
+    add_model_arguments(parser, cfg_help='experiment YAML (TEST.MODEL_FILE optional: speed '
+                                         'does not depend on the weights)')
     parser.add_argument('--shape', type=int, nargs=2, default=(512, 1024), metavar=('H', 'W'))
     parser.add_argument('--batch', type=int, default=1)
-    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--threads', type=int, help='torch CPU threads')
     parser.add_argument('--densities', type=floats, default=list(DENSITIES),
                         help='mask densities of the segment timings')
     parser.add_argument('--repeats', type=int, default=5, help='timed rounds per figure')
@@ -52,26 +47,20 @@ def parse_args(argv=None):
                         default=[[0.8, 0.6, 0.35], [0.3, 0.2, 0.1], [1.0, 1.0, 1.0]],
                         help='mask densities of segments 1-3, one comma-separated set each')
     parser.add_argument('--json', help='write the evaluation here')
-    parser.add_argument('opts', nargs='*', help='KEY VALUE config overrides')
-    return parser.parse_intermixed_args(argv)  # overrides before or after the options
+    args = parser.parse_intermixed_args(argv)
+    if not (args.out or args.profile):
+        parser.error('give --out to write a profile, or --profile to use one')
+    if any(len(s) != 3 for s in args.eval_densities):
+        parser.error('--eval-densities: three densities per set (segments 1, 2, 3)')
+    return args
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
     args = parse_args(argv)
-    cfg = update_config(config, args)
-    if not (args.out or args.profile):
-        raise SystemExit('give --out to write a profile, or --profile to use one')
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _, model = model_from_args(args)
     device = torch.device(args.device)
-    model = build_model(cfg)
-    if cfg.TEST.MODEL_FILE:
-        load_model_weights(model, cfg.TEST.MODEL_FILE)
-    model = model.to(device).eval()
     shape = (args.batch, 3, *args.shape)
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, input '
-          f'{list(shape)}, {args.cfg}, MASK.EXECUTION {model.execution}')
+    print(f'torch {torch.__version__}, input {list(shape)}, MASK.EXECUTION {model.execution}')
     if args.profile:
         profile = LatencyProfile.load(args.profile)
         profile.check(model, torch.empty(shape, device=device))
@@ -83,8 +72,6 @@ def main(argv=None):
     if not args.evaluate:
         return
     sets = [tuple(s) for s in args.eval_densities]
-    if any(len(s) != 3 for s in sets):
-        raise SystemExit('--eval-densities: three densities per set (segments 1, 2, 3)')
     budgets = budget_grid(profile, args.budgets, sets)
     x = torch.randn(shape, device=device)
 

@@ -10,36 +10,28 @@ takes files (with their Cityscapes gtFine labelIds when they lie in the usual la
 Without TEST.MODEL_FILE (or a run's config.yaml) the weights are random.
 """
 import argparse
-import logging
 
 import _init_paths  # noqa: F401
-import torch
 
 import datasets
-from config import config, update_config
 from utils.launch import reporting_user_errors
-from core.predict import load_model
+from core.predict import add_model_arguments, model_from_args
 from core.visualize import panels_of_dataset, panels_of_files
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--cfg', required=True, help="experiment YAML, or a run's config.yaml")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--images', nargs='+', help='image files')
     source.add_argument('--num', type=int, help='first N images of DATASET.TEST_SET')
     parser.add_argument('--out', required=True, help='folder of the panels')
-    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('opts', nargs='*', help='KEY VALUE config overrides')
-    return parser.parse_intermixed_args(argv)  # overrides before or after the options
+    add_model_arguments(parser)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
     args = parse_args(argv)
-    cfg = update_config(config, args)
-    model, weights = load_model(cfg, args.cfg, torch.device(args.device))
-    print(f'{args.cfg}, weights: {weights}')
+    cfg, model = model_from_args(args)
     if args.images:
         panels_of_files(model, args.images, args.out, cfg.TRAIN.IGNORE_LABEL)
     else:

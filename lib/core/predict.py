@@ -1,7 +1,7 @@
 """Running a trained (or randomly initialised) anytime network on image files: the model
 of a config, images read and padded for it, and predictions written as PNGs.
 
-Used by ``tools/predict.py`` and ``tools/visualize.py``.
+Used by ``tools/predict.py``, ``tools/visualize.py`` and ``tools/profile_latency.py``.
 """
 import logging
 import os
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import models
+from config import config, update_config
 from datasets.labels import colorize, label_ids_to_train_ids, train_ids_to_label_ids
 from datasets.transforms import normalize
 from utils.checkpoint import load_model_weights
@@ -24,6 +25,32 @@ from .testing import RUN_CONFIG, FINAL_STATE
 logger = logging.getLogger(__name__)
 
 SIZE_MULTIPLE = 32  # flex heads pool by 8 at 1/4 resolution
+
+
+def add_model_arguments(parser, cfg_help="experiment YAML, or a run's config.yaml"):
+    """``--cfg``, ``--device``, ``--threads`` and ``KEY VALUE`` overrides, as read by
+    :func:`model_from_args`. Parse with ``parse_intermixed_args`` so that overrides may
+    come before or after the options."""
+    parser.add_argument('--cfg', required=True, help=cfg_help)
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--threads', type=int, help='torch CPU threads')
+    parser.add_argument('opts', nargs='*', help='KEY VALUE config overrides')
+
+
+def model_from_args(args):
+    """The merged config and the model (see :func:`load_model`) of a command line made
+    with :func:`add_model_arguments`; prints where the weights came from.
+
+    Returns:
+        tuple[CfgNode, AnytimeHRNet]: the config, and the model on ``args.device``.
+    """
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    cfg = update_config(config.clone(), args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, weights = load_model(cfg, args.cfg, torch.device(args.device))
+    print(f'{args.cfg}, weights: {weights}, {args.device}, {torch.get_num_threads()} threads')
+    return cfg, model
 
 
 def load_model(cfg, cfg_path, device):
