@@ -25,7 +25,7 @@ import torch
 from datasets.labels import colorize
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from models.model_anytime import NUM_EXITS
-from models.flops import anytime_flops
+from models.flops import FlopsCounter, anytime_flops
 from utils.logger import progress
 from .criterion import upsample_to
 from .predict import cityscapes_label, pad_to_multiple, read_image
@@ -361,14 +361,18 @@ class PanelWriter:
 
     def __init__(self, model, out_dir, ignore_label=255):
         self.model = model
+        self.counter = FlopsCounter(model)
         self.out_dir = out_dir
         self.ignore_label = ignore_label
         self.count = 0
 
     def __call__(self, images, labels, names, outputs):
+        # The masks of the forward, recomputed from its outputs: no second forward.
+        masks = [self.model.segment_masks(out) for out in outputs[:-1]]
+        gflops = self.counter.gflops(images.shape, masks)
         for i, name in enumerate(names):
             views = views_from_outputs(self.model, outputs, i)
-            views.gflops = anytime_flops(self.model, images[i:i + 1])['gflops']
+            views.gflops = gflops[i].tolist()
             write_panel(self.model, images[i], os.path.join(self.out_dir, f'{name}.png'),
                         labels[i], self.ignore_label, name, views)
             self.count += 1
