@@ -2,14 +2,13 @@
 killed in its second epoch, resumed, evaluated."""
 import glob
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
 
 from datasets.synthetic import generate_synthetic_cityscapes
-from test_end_to_end import ENV, ROOT, TINY, kill_tree, read_result, run, run_dir, wait_for
+from test_end_to_end import TINY, kill_in_second_epoch, read_result, run, run_dir
 
 AMP = ['TRAIN.END_EPOCH', '2', 'TRAIN.EVAL_INTERVAL', '1', 'TRAIN.BATCH_SIZE_PER_GPU', '2',
        'PRINT_FREQ', '1', 'AUTO_RESUME', 'True', 'TRAIN.AMP', 'True', 'TEST.AMP', 'True']
@@ -25,20 +24,7 @@ def amp_run(tmp_path_factory):
     command = [sys.executable, 'tools/train_ee.py', '--cfg', TINY, 'DATASET.ROOT', root,
                'OUTPUT_DIR', output_dir] + AMP
     out = run_dir(output_dir)
-
-    def in_second_epoch():
-        logs = glob.glob(os.path.join(out, '*_train.log'))
-        return bool(logs) and 'Epoch [2/2] Iter [1/' in read_result(logs[0])
-
-    proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        reached = wait_for(in_second_epoch, proc)
-    finally:
-        kill_tree(proc.pid)
-        proc.wait()
-    assert reached, 'the run never reached its second epoch'
-    assert not os.path.exists(os.path.join(out, 'final_state.pth')), 'killed too late'
+    kill_in_second_epoch(command, out)
     assert torch.load(os.path.join(out, 'checkpoint.pth.tar'), weights_only=True)['epoch'] == 1
     proc = run(command)
     return root, out, proc.stdout + proc.stderr

@@ -252,11 +252,13 @@ def wait_for(predicate, proc, timeout=RUN_TIMEOUT):
     return False
 
 
-def test_resume_after_kill_mid_epoch_ends_as_if_never_stopped(reference_run, data_root, tmp_path):
-    reference, _ = reference_run
-    command = train_command(data_root, str(tmp_path))
-    out = run_dir(str(tmp_path))
+def kill_in_second_epoch(command, out):
+    """Start the 2-epoch training ``command`` and SIGKILL its process tree as soon as the
+    log in ``out`` shows the second epoch's first iteration.
 
+    Returns:
+        list[int]: the pids of the processes it had started (data loader workers).
+    """
     def in_second_epoch():
         logs = glob.glob(os.path.join(out, '*_train.log'))
         return bool(logs) and 'Epoch [2/2] Iter [1/' in read_result(logs[0])
@@ -270,9 +272,17 @@ def test_resume_after_kill_mid_epoch_ends_as_if_never_stopped(reference_run, dat
         kill_tree(proc.pid)
         proc.wait()
     assert reached, 'the run never reached its second epoch'
+    assert not os.path.exists(os.path.join(out, 'final_state.pth')), 'killed too late'
+    return workers
+
+
+def test_resume_after_kill_mid_epoch_ends_as_if_never_stopped(reference_run, data_root, tmp_path):
+    reference, _ = reference_run
+    command = train_command(data_root, str(tmp_path))
+    out = run_dir(str(tmp_path))
+    workers = kill_in_second_epoch(command, out)
     assert len(workers) >= 2
     assert wait_for(lambda: not any(os.path.exists(f'/proc/{p}') for p in workers), None, 30)
-    assert not os.path.exists(os.path.join(out, 'final_state.pth')), 'killed too late'
     checkpoint = torch.load(os.path.join(out, 'checkpoint.pth.tar'), weights_only=True)
     assert checkpoint['epoch'] == 1 and checkpoint['iteration'] == 6
 
