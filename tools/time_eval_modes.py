@@ -4,6 +4,9 @@
         --images 8 --height 64 --width 128
     python tools/time_eval_modes.py --cfg experiments/synthetic/tiny_adpc.yaml \
         --images 3 --height 1024 --width 2048 --modes 'submit, 1 thread' 'submit, 4 threads'
+    python tools/time_eval_modes.py --cfg experiments/synthetic/tiny_adpc.yaml \
+        TEST.MODEL_FILE final_state.pth --images 50 --height 1024 --width 2048 \
+        --modes plain 'submit, 1 thread' 'submit, 4 threads'
     python tools/time_eval_modes.py --writer --images 50 --height 1024 --width 2048
 
 Generates a synthetic Cityscapes val set of the given size in a temporary folder, builds
@@ -40,9 +43,10 @@ def main():
                         help='modes to time (all); plain is always timed')
     parser.add_argument('--threads', type=int, default=0,
                         help='torch threads (0: PyTorch default)')
-    parser.add_argument('opts', nargs=argparse.REMAINDER, default=[],
-                        help='config overrides as KEY VALUE pairs')
-    args = parser.parse_args()
+    parser.add_argument('opts', nargs='*', default=[],
+                        help='config overrides as KEY VALUE pairs (before --modes, which '
+                             'takes every word after it)')
+    args = parser.parse_intermixed_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.writer:
