@@ -1,6 +1,7 @@
-"""The command lines of tools/predict.py, tools/profile_latency.py and tools/visualize.py
-on the tiny synthetic ADP-C with random weights: config overrides before or after the
-options, outputs at the image's own size, and a profile the predictor accepts."""
+"""The command lines of tools/predict.py, tools/profile_latency.py, tools/visualize.py and
+tools/time_eval_modes.py on the tiny synthetic ADP-C with random weights: config
+overrides before or after the options, outputs at the image's own size, and a profile
+the predictor accepts."""
 import json
 import os
 import subprocess
@@ -81,3 +82,19 @@ def test_visualize_draws_a_panel_per_image(image, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     panel = cv2.imread(str(out / 'street.png'), cv2.IMREAD_COLOR)
     assert panel is not None and panel.shape[0] > HEIGHT and panel.shape[1] > WIDTH
+
+
+def test_time_eval_modes_prints_the_cost_of_each_mode_against_plain():
+    proc = run_tool('tools/time_eval_modes.py', '--cfg', TINY, '--images', '2', '--height',
+                    '32', '--width', '64', '--threads', '1', '--modes', 'plain', 'flip')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    flip = next(line for line in proc.stdout.splitlines() if line.startswith('| flip |'))
+    assert flip.rstrip(' |').endswith('| 2.00')  # two passes, each counted from its masks
+
+
+def test_time_eval_modes_applies_overrides_given_before_the_modes(tmp_path):
+    missing = str(tmp_path / 'missing.pth')
+    proc = run_tool('tools/time_eval_modes.py', '--cfg', TINY, 'TEST.MODEL_FILE', missing,
+                    '--images', '1', '--height', '32', '--width', '64', '--modes', 'plain')
+    assert proc.returncode == 2
+    assert missing in proc.stderr and 'Traceback' not in proc.stderr
