@@ -25,11 +25,10 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from .loaders import STRIDE, pad_to_multiple
+
 # Crops overlap by a third: the stride is 2/3 of the crop, as in HRNet-Segmentation.
 CROP_STRIDE = 2 / 3
-# Forward inputs are padded to a multiple of the network's total stride (rescaled passes
-# rarely have such sizes); scores are read back from the unpadded part.
-PAD_MULTIPLE = 32
 
 
 @dataclass(frozen=True)
@@ -46,14 +45,14 @@ class EvalModes:
             (TEST.IMAGE_SIZE); a pass larger than it in either direction is evaluated
             crop by crop. None: always the whole input. Default None.
         pad_multiple (int): every forward's input is zero-padded at the bottom and right
-            to a multiple of this; 32, the network's total stride, since copy
-            aggregation needs exits of equal size. Default 32.
+            to a multiple of this. Default: the network's total stride, since copy
+            aggregation needs exits of equal size.
     """
     scales: tuple = ()
     base_size: int = 0
     flip: bool = False
     crop_size: tuple = None
-    pad_multiple: int = PAD_MULTIPLE
+    pad_multiple: int = STRIDE
 
     def __post_init__(self):
         if self.scales and (self.base_size <= 0 or min(self.scales) <= 0):
@@ -111,14 +110,6 @@ def crop_windows(size, crop_size):
     ch, cw = crop_size
     return [(top, left, min(ch, h), min(cw, w))
             for top in window_starts(h, ch) for left in window_starts(w, cw)]
-
-
-def pad_to_multiple(x, multiple):
-    """Zero-pad N x C x h x w ``x`` at the bottom and right to multiples of ``multiple``
-    (zero is the mean colour of a normalised image)."""
-    h, w = x.shape[-2:]
-    pad_h, pad_w = -h % multiple, -w % multiple
-    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
 
 
 def resize(x, size):

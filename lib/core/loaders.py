@@ -8,8 +8,9 @@ from torch.utils.data.distributed import DistributedSampler
 
 from utils.errors import LaunchError
 
-# The network's total stride: HRNet's four branches divide the input by 4, 8, 16, 32, and
-# the exits' sizes only agree when the input is a multiple of it.
+# The network's total stride: HRNet's four branches divide the input by 4, 8, 16, 32 (and
+# the flex heads pool by 8 at 1/4 resolution); the exits' sizes only agree when the
+# input is a multiple of it.
 STRIDE = 32
 
 
@@ -22,6 +23,14 @@ def pad_to(tensor, size, value):
     """``tensor`` (... x h x w) padded on the right and bottom to ``size`` with ``value``."""
     h, w = tensor.shape[-2:]
     return F.pad(tensor, (0, size[1] - w, 0, size[0] - h), value=value)
+
+
+def pad_to_multiple(x, multiple=STRIDE):
+    """Zero-pad ``x`` (... x h x w) at the bottom and right to multiples of ``multiple``
+    (zero is the mean colour of a normalised image); the caller reads the prediction
+    back from the unpadded part."""
+    size = padded_size(x.shape[-2:], multiple)
+    return x if size == tuple(x.shape[-2:]) else pad_to(x, size, 0.0)
 
 
 def pad_collate(batch, ignore_label, stride=STRIDE):

@@ -10,7 +10,6 @@ import time
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import models
 from config import config, update_config
@@ -20,12 +19,10 @@ from utils.checkpoint import load_model_weights
 from utils.errors import DataError
 from .anytime import AnytimePredictor
 from .latency import LatencyProfile, finish, sync
+from .loaders import pad_to_multiple
 from .testing import RUN_CONFIG, FINAL_STATE
 
 logger = logging.getLogger(__name__)
-
-SIZE_MULTIPLE = 32  # flex heads pool by 8 at 1/4 resolution
-
 
 def add_model_arguments(parser, cfg_help="experiment YAML, or a run's config.yaml"):
     """``--cfg``, ``--device``, ``--threads`` and ``KEY VALUE`` overrides, as read by
@@ -98,13 +95,6 @@ def cityscapes_label(image_path, ignore_label):
     if path == image_path or not os.path.isfile(path):
         return None
     return label_ids_to_train_ids(cv2.imread(path, cv2.IMREAD_GRAYSCALE), ignore_label)
-
-
-def pad_to_multiple(image, multiple=SIZE_MULTIPLE):
-    """Zero-pad (the normalised mean) a ... x H x W tensor at the bottom and right to
-    multiples of ``multiple``; the caller crops the prediction back to H x W."""
-    h, w = image.shape[-2:]
-    return F.pad(image, (0, -w % multiple, 0, -h % multiple))
 
 
 def write_prediction(labels, out_dir, name):

@@ -28,7 +28,8 @@ from models.model_anytime import NUM_EXITS
 from models.flops import FlopsCounter, anytime_flops
 from utils.logger import progress
 from .criterion import upsample_to
-from .predict import cityscapes_label, pad_to_multiple, read_image
+from .loaders import pad_to_multiple
+from .predict import cityscapes_label, read_image
 
 COLUMNS = 4
 TILE_MIN_WIDTH, TILE_MAX_WIDTH = 384, 768
@@ -286,7 +287,7 @@ def write_panel(model, image, path, label=None, ignore_label=255, name=None, vie
         PanelLayout
     """
     if views is None:
-        padded = pad_to_multiple(image)  # flex heads need multiples of 32
+        padded = pad_to_multiple(image)
         device = next(model.parameters()).device
         views = crop_views(exit_views(model, padded[None].to(device)), *image.shape[-2:],
                            padded.shape[-2:])
