@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from models.model_anytime import NUM_EXITS
-from .latency import finish, sync
+from utils.runtime import sync
+from .latency import finish
 
 
 @dataclass

@@ -29,6 +29,7 @@ from models.sparse.noise_masks import SmoothNoiseMasks
 from utils.errors import UserError
 from utils.io import atomic_write_text
 from utils.logger import progress as show_progress
+from utils.runtime import sync
 from .criterion import upsample_to
 
 FORMAT = 'adpc-latency-profile/1'
@@ -39,12 +40,6 @@ HIGH_QUANTILE = 0.9  # the predictor plans with this quantile of the timed round
 class ProfileMismatchError(UserError):
     """A latency profile was measured for another model, input shape, device, thread
     count or MASK.EXECUTION than the one it is used with, or is not a profile at all."""
-
-
-def sync(device):
-    """Wait for the device's queued work, so that the clock measures it."""
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
 def device_name(device):

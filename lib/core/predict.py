@@ -17,8 +17,9 @@ from datasets.labels import colorize, label_ids_to_train_ids, train_ids_to_label
 from datasets.transforms import normalize
 from utils.checkpoint import load_model_weights
 from utils.errors import DataError
+from utils.runtime import sync
 from .anytime import AnytimePredictor
-from .latency import LatencyProfile, finish, sync
+from .latency import LatencyProfile, finish
 from .loaders import pad_to_multiple
 from .testing import RUN_CONFIG, FINAL_STATE
 

@@ -22,8 +22,8 @@ from models.model_anytime import NUM_EXITS
 from utils.distributed import all_reduce
 from utils.io import atomic_write_text
 from utils.logger import progress
+from utils.runtime import sync
 from .engine import padded_groups
-from .latency import sync
 from .metrics import ConfusionMatrix
 
 logger = logging.getLogger(__name__)

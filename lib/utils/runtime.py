@@ -1,4 +1,5 @@
-"""Process-wide settings of a run: random seeds and cuDNN flags."""
+"""Process-wide settings of a run (random seeds, cuDNN flags), and waiting for the device
+when timing it."""
 import random
 
 import numpy as np
@@ -15,6 +16,13 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
+
+
+def sync(device):
+    """Wait for the device's queued work, so that a clock read next measures it (CUDA
+    kernels run asynchronously; a no-op on the CPU)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
 
 
 def apply_cudnn(cfg):

@@ -17,17 +17,13 @@ import time
 import torch
 import torch.nn as nn
 
+from utils.runtime import sync
 from ..flops import FlopsCounter, anytime_flops, conv_multiply_adds
 from ..hrnet import apply_transition
 from ..model_anytime import NUM_EXITS, exit_input
 from .noise_masks import SmoothNoiseMasks
 
 MODES = ('dense', 'sparse', 'auto')
-
-
-def _sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
 def _stem(model, x):
@@ -103,10 +99,10 @@ def interleaved_medians(fns, warmup, repeats, device):
     times = {name: [] for name in fns}
     for round_ in range(warmup + repeats):
         for name, fn in fns.items():
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             if round_ >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
@@ -255,7 +251,7 @@ def benchmark_evaluation(model, x, densities, warmup=1, repeats=3, smoothness=16
         forward()
         for i in range(x.shape[0]):  # its pass runs dense, whatever the masks
             anytime_flops(model, x[i:i + 1])
-        _sync(x.device)
+        sync(x.device)
         hooks_s = time.perf_counter() - start
     forward_s, evaluation_s = medians['forward'], medians['evaluation']
     return {'forward': forward_s, 'evaluation': evaluation_s, 'forward_and_hooks': hooks_s,
@@ -267,10 +263,10 @@ def _forward(model, x, masks, mode):
     previous, model.execution = model.execution, mode
     try:
         outputs, stamps = [], []
-        _sync(x.device)
+        sync(x.device)
         start = time.perf_counter()
         for out in model.iter_exits(x, masks):
-            _sync(x.device)
+            sync(x.device)
             stamps.append(time.perf_counter() - start)
             outputs.append(out)
     finally:

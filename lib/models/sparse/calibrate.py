@@ -17,6 +17,7 @@ import time
 import torch
 import torch.nn as nn
 
+from utils.runtime import sync
 from ..masked_conv import MaskedConv2d, MaskSlot
 from .engine import SegmentEngine
 from .kernels import channels_last
@@ -33,8 +34,7 @@ def _median_time(fn, repeats, device):
     def timed():
         start = time.perf_counter()
         fn()
-        if device.type == 'cuda':  # kernels run asynchronously
-            torch.cuda.synchronize(device)
+        sync(device)
         return time.perf_counter() - start
 
     timed()
