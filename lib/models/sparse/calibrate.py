@@ -11,14 +11,13 @@ On another device type the figures it prints go into ``policy.BREAK_EVEN`` under
 type ('auto' runs every layer dense on a device type with no entry).
 """
 import argparse
-import statistics
-import time
+from functools import partial
 
 import torch
 import torch.nn as nn
 
-from utils.runtime import sync
 from ..masked_conv import MaskedConv2d, MaskSlot
+from .benchmark import interleaved_medians
 from .engine import SegmentEngine
 from .kernels import channels_last
 from .noise_masks import SmoothNoiseMasks
@@ -29,16 +28,6 @@ LAYERS = [(3, 48, 48, 128, 256), (3, 96, 96, 64, 128), (3, 192, 192, 32, 64),
           (3, 384, 384, 16, 32), (1, 720, 720, 128, 256), (1, 720, 128, 64, 128)]
 DENSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
-
-def _median_time(fn, repeats, device):
-    def timed():
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        return time.perf_counter() - start
-
-    timed()
-    return statistics.median(timed() for _ in range(repeats))
 
 
 def break_even(kernel, c_in, c_out, h, w, densities=DENSITIES, repeats=5, device='cpu'):
@@ -52,14 +41,12 @@ def break_even(kernel, c_in, c_out, h, w, densities=DENSITIES, repeats=5, device
     with torch.no_grad():
         for d in densities:
             masks = SmoothNoiseMasks(1, (h, w), d, smoothness=max(2, h // 8)).to(device)
-            t = {}
-            for mode, policy in (('sparse', ExecutionPolicy('sparse')),
-                                 ('dense', ExecutionPolicy('auto', {}))):
-                # One engine per density: a segment builds its geometry once for all its
-                # layers, so the per-layer comparison leaves that cost out.
-                engine = SegmentEngine(masks, policy)
-                t[mode] = _median_time(lambda: engine.conv(conv, bn, x, relu=True), repeats,
-                                       device)
+            # One engine per density: a segment builds its geometry once for all its
+            # layers, so the per-layer comparison leaves that cost out.
+            engines = {'sparse': SegmentEngine(masks, ExecutionPolicy('sparse')),
+                       'dense': SegmentEngine(masks, ExecutionPolicy('auto', {}))}
+            t = interleaved_medians({mode: partial(engine.conv, conv, bn, x, relu=True)
+                                     for mode, engine in engines.items()}, 1, repeats, device)
             if t['sparse'] < t['dense']:
                 best = d
             print(f'  k{kernel} {c_in}->{c_out} {h}x{w} density {d:.1f}: sparse '
