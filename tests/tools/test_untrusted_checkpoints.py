@@ -12,21 +12,12 @@ from config import config, update_config
 from core.criterion import FullModel, build_criterion
 from datasets.cityscapes import CITYSCAPES_CLASS_WEIGHTS
 from datasets.synthetic import generate_synthetic_cityscapes
+from malicious import Touch
 from models import get_seg_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = 'experiments/synthetic/tiny_adpc.yaml'
 ENV = dict(os.environ, CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1')
-
-
-class Touch:
-    """Creates ``path`` when unpickled, as a malicious file could run any command."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return open, (self.path, 'w')
 
 
 @pytest.fixture(scope='module')

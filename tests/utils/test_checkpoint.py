@@ -7,6 +7,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'models'))
+from malicious import Touch  # noqa: E402
 from tiny import tiny_model  # noqa: E402
 from utils.checkpoint import (ROOT, CheckpointMismatchError, UnsafeCheckpointError,  # noqa: E402
                               config_advice, load_model_weights, load_pretrained, read_checkpoint)
@@ -18,16 +19,6 @@ def original_format(model):
     state = {'model.' + k: v for k, v in model.state_dict().items()}
     state['loss.criterion.weight'] = torch.ones(19)
     return state
-
-
-class Touch:
-    """Creates ``path`` when unpickled: what a malicious checkpoint could do."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return open, (self.path, 'w')
 
 
 @pytest.mark.parametrize('layout', ['original', 'bare', 'resume'])
