@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 
 import _init_paths  # noqa: F401
 import torch
@@ -24,20 +23,9 @@ from models.sparse.benchmark import benchmark_end_to_end, benchmark_evaluation, 
     benchmark_segments, end_to_end_table, segment_table
 from utils.checkpoint import load_model_weights
 from utils.launch import reporting_user_errors
+from utils.runtime import device_name
 
 TOLERANCE = 1e-4  # max |mode - dense| relative to the logits' scale
-
-
-def cpu_name():
-    """The CPU model as /proc/cpuinfo names it (Linux), else what platform knows."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def set_rbf_lambda(model, value):
@@ -124,8 +112,9 @@ def main():
               'the padded input, which is what runs')
     x = torch.randn(1, 3, *shape, device=device)
     machine = {'torch': torch.__version__, 'threads': torch.get_num_threads(),
-               'device': torch.cuda.get_device_name(device) if device.type == 'cuda'
-               else cpu_name(), 'shape': list(shape),
+               'device': device_name(device) + ('' if device.type == 'cuda'
+                                                else f', {os.cpu_count()} cores'),
+               'shape': list(shape),
                'cfg': args.cfg, 'opts': args.opts, 'rbf_lambda': args.rbf_lambda,
                'tf32': False}
     print(f"torch {machine['torch']}, {machine['threads']} threads, {machine['device']}, "

@@ -16,7 +16,6 @@ The JSON file is small (a few lists of milliseconds) and holds no code.
 import hashlib
 import json
 import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ from models.sparse.noise_masks import SmoothNoiseMasks
 from utils.errors import UserError
 from utils.io import atomic_write_text
 from utils.logger import progress as show_progress
-from utils.runtime import sync
+from utils.runtime import device_name, sync
 from .criterion import upsample_to
 
 FORMAT = 'adpc-latency-profile/1'
@@ -40,20 +39,6 @@ HIGH_QUANTILE = 0.9  # the predictor plans with this quantile of the timed round
 class ProfileMismatchError(UserError):
     """A latency profile was measured for another model, input shape, device, thread
     count or MASK.EXECUTION than the one it is used with, or is not a profile at all."""
-
-
-def device_name(device):
-    """The GPU's name, or the CPU model as /proc/cpuinfo names it."""
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def model_fingerprint(model):

@@ -1,5 +1,6 @@
-"""Process-wide settings of a run (random seeds, cuDNN flags), and waiting for the device
-when timing it."""
+"""Process-wide settings of a run (random seeds, cuDNN flags), and what timing needs of
+the device: waiting for its queued work, and its name."""
+import platform
 import random
 
 import numpy as np
@@ -23,6 +24,20 @@ def sync(device):
     kernels run asynchronously; a no-op on the CPU)."""
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
+
+
+def device_name(device):
+    """The GPU's name, or the CPU model as /proc/cpuinfo names it."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def apply_cudnn(cfg):

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from core.anytime import AnytimePredictor, budget_grid, evaluate_predictor
-from core.latency import LatencyProfile, ProfileMismatchError, Timing, device_name, \
-    measure_profile, model_fingerprint
+from core.latency import LatencyProfile, ProfileMismatchError, Timing, measure_profile, \
+    model_fingerprint
 from models.model_anytime import NUM_EXITS
 from models.sparse.noise_masks import SmoothNoiseMasks
 from utils.errors import UserError
+from utils.runtime import device_name
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'models'))
 from tiny import tiny_model  # noqa: E402
