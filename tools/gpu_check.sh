@@ -26,7 +26,7 @@ import argparse, statistics, sys, time
 import torch
 from config import config, update_config
 from models.model_anytime import build_model
-from utils.noise_masks import SmoothNoiseMasks
+from models.sparse.noise_masks import SmoothNoiseMasks
 
 cfg = update_config(config.clone(), argparse.Namespace(cfg=sys.argv[1], opts=[]))
 dev = torch.device('cuda')
