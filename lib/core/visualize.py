@@ -75,23 +75,27 @@ def exit_views(model, image):
     return ExitViews(logits, masks, anytime_flops(model, image)['gflops'])
 
 
-def views_from_outputs(model, outputs, index=0):
-    """ExitViews of image ``index`` of a batch from the model's outputs: the masks of
-    segment j are a function of exit j's (aggregated) logits, recomputed here exactly as
-    the forward computed them.
+def views_from_outputs(model, outputs, counter=None, input_shape=None):
+    """ExitViews of every image of a batch from the model's outputs, with no second
+    forward: the masks of segment j are a function of exit j's (aggregated) logits,
+    recomputed here exactly as the forward computed them.
 
     Args:
         model (AnytimeHRNet): the model that produced ``outputs``.
         outputs (list[Tensor]): N x C x h x w logits of each exit.
-        index (int): which image of the batch.
+        counter (FlopsCounter or None): also count each image's GFLOPs from the masks.
+        input_shape (torch.Size): N x 3 x H x W input of the forward (with ``counter``).
+
+    Returns:
+        list[ExitViews]: one per image.
     """
-    logits = [out[index:index + 1] for out in outputs]
-    masks = []
-    for out in logits[:-1]:
-        seg_masks = model.segment_masks(out)
-        if seg_masks is not None:
-            masks.append(seg_masks.at(out.shape[-2:])[0, 0])
-    return ExitViews([out[0] for out in logits], masks)
+    masks = [model.segment_masks(out) for out in outputs[:-1]]
+    gflops = counter.gflops(input_shape, masks) if counter is not None else None
+    return [ExitViews([out[i] for out in outputs],
+                      [m.at(out.shape[-2:])[i, 0] for m, out in zip(masks, outputs)
+                       if m is not None],
+                      None if gflops is None else gflops[i].tolist())
+            for i in range(outputs[0].shape[0])]
 
 
 def denormalize(image):
@@ -368,12 +372,8 @@ class PanelWriter:
         self.count = 0
 
     def __call__(self, images, labels, names, outputs):
-        # The masks of the forward, recomputed from its outputs: no second forward.
-        masks = [self.model.segment_masks(out) for out in outputs[:-1]]
-        gflops = self.counter.gflops(images.shape, masks)
+        views = views_from_outputs(self.model, outputs, self.counter, images.shape)
         for i, name in enumerate(names):
-            views = views_from_outputs(self.model, outputs, i)
-            views.gflops = gflops[i].tolist()
             write_panel(self.model, images[i], os.path.join(self.out_dir, f'{name}.png'),
-                        labels[i], self.ignore_label, name, views)
+                        labels[i], self.ignore_label, name, views[i])
             self.count += 1

@@ -51,7 +51,7 @@ def test_panel_masks_equal_the_models_masks():
     for got, want in zip(views.masks, expected):
         assert torch.equal(got, want)
     with torch.no_grad():
-        from_outputs = views_from_outputs(model, model(x))
+        from_outputs, = views_from_outputs(model, model(x))
     for got, want in zip(from_outputs.masks, expected):
         assert torch.equal(got, want)
 
