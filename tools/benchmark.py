@@ -22,7 +22,7 @@ from models.model_anytime import build_model
 from models.sparse.benchmark import benchmark_end_to_end, benchmark_evaluation, \
     benchmark_segments, end_to_end_table, segment_table
 from utils.checkpoint import load_model_weights
-from utils.launch import reporting_user_errors
+from utils.launch import comma_floats, reporting_user_errors
 from utils.runtime import device_name
 
 TOLERANCE = 1e-4  # max |mode - dense| relative to the logits' scale
@@ -53,17 +53,13 @@ def full_float32(device):
     return True
 
 
-def floats(text):
-    return [float(v) for v in text.split(',')]
-
-
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--cfg', required=True, help='experiment YAML of a masked model')
     parser.add_argument('--shape', type=int, nargs=2, default=(512, 1024), metavar=('H', 'W'))
-    parser.add_argument('--densities', type=floats, default=[0.1, 0.25, 0.5],
+    parser.add_argument('--densities', type=comma_floats, default=[0.1, 0.25, 0.5],
                         help='mask densities of the per-segment measurements')
-    parser.add_argument('--e2e-densities', type=floats, default=[0.8, 0.6, 0.35],
+    parser.add_argument('--e2e-densities', type=comma_floats, default=[0.8, 0.6, 0.35],
                         help='mask densities of segments 1, 2, 3 end to end')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--threads', type=int, help='torch CPU threads')

@@ -19,14 +19,10 @@ import json
 import _init_paths  # noqa: F401
 import torch
 
-from utils.launch import reporting_user_errors
+from utils.launch import comma_floats, reporting_user_errors
 from core.anytime import AnytimePredictor, budget_grid, evaluate_predictor
 from core.latency import DENSITIES, LatencyProfile, measure_profile, profile_table
 from core.predict import add_model_arguments, model_from_args
-
-
-def floats(text):
-    return [float(v) for v in text.split(',')]
 
 
 def parse_args(argv=None):
@@ -35,7 +31,7 @@ def parse_args(argv=None):
                                          'does not depend on the weights)')
     parser.add_argument('--shape', type=int, nargs=2, default=(512, 1024), metavar=('H', 'W'))
     parser.add_argument('--batch', type=int, default=1)
-    parser.add_argument('--densities', type=floats, default=list(DENSITIES),
+    parser.add_argument('--densities', type=comma_floats, default=list(DENSITIES),
                         help='mask densities of the segment timings')
     parser.add_argument('--repeats', type=int, default=5, help='timed rounds per figure')
     parser.add_argument('--out', help='write the measured profile here (JSON)')
@@ -43,7 +39,7 @@ def parse_args(argv=None):
     parser.add_argument('--evaluate', action='store_true',
                         help='run the predictor over a range of budgets and check it')
     parser.add_argument('--budgets', type=int, default=24, help='number of budgets')
-    parser.add_argument('--eval-densities', type=floats, nargs='+',
+    parser.add_argument('--eval-densities', type=comma_floats, nargs='+',
                         default=[[0.8, 0.6, 0.35], [0.3, 0.2, 0.1], [1.0, 1.0, 1.0]],
                         help='mask densities of segments 1-3, one comma-separated set each')
     parser.add_argument('--json', help='write the evaluation here')

@@ -49,6 +49,11 @@ def default_argument_parser(description, cfg_help='experiment YAML file'):
     return parser
 
 
+def comma_floats(text):
+    """argparse type of a comma-separated list of numbers: '0.1,0.5' -> [0.1, 0.5]."""
+    return [float(v) for v in text.split(',')]
+
+
 def launch(fn, args):
     """Merge ``args.cfg`` and ``args.opts`` into a copy of the default config, join the
     process group the launcher prepared (if any), run ``fn(cfg, cfg_path, ctx)`` and
