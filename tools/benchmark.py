@@ -16,7 +16,7 @@ import _init_paths  # noqa: F401
 import torch
 
 from config import config, update_config
-from core.loaders import STRIDE, padded_size
+from datasets.loaders import STRIDE, padded_size
 from models.masked_conv import MaskedConv2d
 from models.model_anytime import build_model
 from models.sparse.benchmark import benchmark_end_to_end, benchmark_evaluation, \

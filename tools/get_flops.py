@@ -18,17 +18,16 @@ import logging
 import os
 
 import _init_paths  # noqa: F401
-import cv2
 import torch
 
 from config import config, update_config
-from core.loaders import STRIDE, pad_to, padded_size
-from core.testing import FINAL_STATE, RUN_CONFIG
-from datasets.transforms import normalize
+from datasets.images import read_image
+from datasets.loaders import STRIDE, pad_to, padded_size
 from models.flops import anytime_flops, flops_table, with_mean
 from models.model_anytime import build_model
 from utils.checkpoint import load_model_weights
 from utils.launch import reporting_user_errors
+from utils.run_dir import FINAL_STATE, RUN_CONFIG
 
 
 def parse_args():
@@ -40,13 +39,6 @@ def parse_args():
     parser.add_argument('--json', help='write {"gflops", "params", "gflops_mean"} here')
     parser.add_argument('opts', nargs=argparse.REMAINDER, help='KEY VALUE config overrides')
     return parser.parse_args()
-
-
-def read_image(path):
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f'cannot read image {path}')
-    return torch.from_numpy(normalize(image))[None]
 
 
 def model_file(cfg, cfg_path):
@@ -64,7 +56,7 @@ def main():
     args = parse_args()
     cfg = update_config(config, args)
     if args.image:
-        x = read_image(args.image)
+        x = read_image(args.image)[0][None]
         model = build_model(cfg)
         weights = model_file(cfg, args.cfg)
         if weights:

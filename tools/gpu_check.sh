@@ -72,8 +72,8 @@ timeout 150 python - "$W48" <<'EOF'
 import argparse, statistics, sys, time
 import torch
 from config import config, update_config
-from core.amp import MixedPrecision
-from core.criterion import FullModel, build_criterion
+from engine.amp import MixedPrecision
+from engine.criterion import FullModel, build_criterion
 from datasets.cityscapes import CITYSCAPES_CLASS_WEIGHTS
 from models.model_anytime import build_model
 

@@ -17,7 +17,7 @@ import _init_paths  # noqa: F401
 import torch
 
 from utils.launch import reporting_user_errors
-from core.predict import add_model_arguments, model_from_args, predict_files
+from anytime.predict import add_model_arguments, model_from_args, predict_files
 
 
 def parse_args(argv=None):

@@ -20,9 +20,9 @@ import _init_paths  # noqa: F401
 import torch
 
 from utils.launch import comma_floats, reporting_user_errors
-from core.anytime import AnytimePredictor, budget_grid, evaluate_predictor
-from core.latency import DENSITIES, LatencyProfile, measure_profile, profile_table
-from core.predict import add_model_arguments, model_from_args
+from anytime.predictor import AnytimePredictor, budget_grid, evaluate_predictor
+from anytime.latency import DENSITIES, LatencyProfile, measure_profile, profile_table
+from anytime.predict import add_model_arguments, model_from_args
 
 
 def parse_args(argv=None):

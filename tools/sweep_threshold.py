@@ -14,7 +14,7 @@ import argparse
 import functools
 
 import _init_paths  # noqa: F401
-from core.sweep import run_sweep
+from anytime.sweep import run_sweep
 from utils.distributed import add_launcher_arguments
 from utils.launch import launch
 

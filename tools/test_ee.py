@@ -18,7 +18,7 @@ import sys
 from functools import partial
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
-from core.testing import run_evaluation
+from evaluation.run import run_evaluation
 from utils.launch import default_argument_parser, launch
 
 # Options that may also follow the KEY VALUE overrides (as in the README's commands).

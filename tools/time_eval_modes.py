@@ -22,7 +22,7 @@ import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 import torch
 
 from config import config, update_config
-from core.eval_cost import MODES, cost_table, scene_predictions, time_modes, time_writer
+from evaluation.cost import MODES, cost_table, scene_predictions, time_modes, time_writer
 from datasets.synthetic import generate_synthetic_cityscapes
 from models import get_seg_model
 from utils.checkpoint import load_model_weights

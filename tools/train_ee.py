@@ -7,7 +7,7 @@
 Outputs go to OUTPUT_DIR/<dataset>/<cfg file stem>/; see README.md.
 """
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
-from core.training import train
+from engine.train import train
 from utils.launch import default_argument_parser, launch
 
 

@@ -15,8 +15,8 @@ import _init_paths  # noqa: F401
 
 import datasets
 from utils.launch import reporting_user_errors
-from core.predict import add_model_arguments, model_from_args
-from core.visualize import panels_of_dataset, panels_of_files
+from anytime.predict import add_model_arguments, model_from_args
+from evaluation.panels import panels_of_dataset, panels_of_files
 
 
 def parse_args(argv=None):

@@ -1,4 +1,8 @@
-"""Data: Cityscapes lists, label mapping, sample preparation and a synthetic generator.
+"""Data: Cityscapes lists, label mapping, sample preparation, a synthetic generator,
+per-process loaders (with padding to the network's stride) and image files.
+
+Layer: beside ``models``, below ``evaluation``. May import utils and config; knows
+nothing of models.
 
     from datasets import build_dataset
     train_set = build_dataset(cfg, cfg.DATASET.TRAIN_SET, train=True)

@@ -1,4 +1,9 @@
-"""Segmentation models, looked up by MODEL.NAME."""
+"""Segmentation models, looked up by MODEL.NAME: HRNet, its exits, masked convolutions
+and confidence masks, the anytime network, FLOPs accounting and the sparse engine.
+
+Layer: beside ``datasets``, below ``evaluation``. May import utils and config; knows
+nothing of datasets.
+"""
 from . import model_anytime
 
 MODELS = {'model_anytime': model_anytime.get_seg_model}

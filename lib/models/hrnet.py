@@ -5,7 +5,8 @@ checkpoints load. Every constructor takes ``conv``, the convolution type to buil
 (``nn.Conv2d`` or a masked convolution), the way torchvision's ResNet takes ``norm_layer``.
 """
 import torch.nn as nn
-import torch.nn.functional as F
+
+from .resize import upsample_to
 
 BN_MOMENTUM = 0.01
 
@@ -81,11 +82,6 @@ def make_layer(block, in_channels, channels, num_blocks, stride=1, conv=nn.Conv2
     layers = [block(in_channels, channels, stride, downsample, conv=conv)]
     layers += [block(out_channels, channels, conv=conv) for _ in range(1, num_blocks)]
     return nn.Sequential(*layers)
-
-
-def upsample_to(x, size):
-    """Bilinear resize to ``size`` (h, w), corners not aligned, as HRNet does everywhere."""
-    return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
 
 
 class HighResolutionModule(nn.Module):

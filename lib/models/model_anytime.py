@@ -24,7 +24,8 @@ import torch.nn as nn
 from .confidence import CRITERIA, ConfidenceMasks, copy_aggregate
 from .exits import make_exit, original_head
 from .hrnet import BLOCKS, BN_MOMENTUM, Bottleneck, apply_transition, batch_norm, make_layer, \
-    make_stage, make_transition, upsample_to
+    make_stage, make_transition
+from .resize import upsample_to
 from .masked_conv import MaskedConv2d, MaskSlot
 from .sparse import ExecutionPolicy, FoldedWeights, check_execution, has_break_even, \
     run_segment

@@ -61,7 +61,7 @@ def launch(fn, args):
     ends the process (SystemExit with status 2).
 
     Args:
-        fn (callable): e.g. ``core.training.train`` or ``core.testing.run_evaluation``.
+        fn (callable): e.g. ``engine.train.train`` or ``evaluation.run.run_evaluation``.
         args (argparse.Namespace): from :func:`default_argument_parser`.
 
     Returns:

@@ -45,3 +45,20 @@ def apply_cudnn(cfg):
     torch.backends.cudnn.benchmark = cfg.CUDNN.BENCHMARK
     torch.backends.cudnn.deterministic = cfg.CUDNN.DETERMINISTIC
     torch.backends.cudnn.enabled = cfg.CUDNN.ENABLED
+
+
+# Mixed precision of training (TRAIN.AMP) and evaluation (TEST.AMP): float16 on CUDA, where
+# training adds a gradient scaler (engine.amp); bfloat16, with float32's range, on the CPU.
+def amp_dtype(device):
+    """The autocast dtype of ``device`` (torch.device): float16 on CUDA, else bfloat16."""
+    return torch.float16 if device.type == 'cuda' else torch.bfloat16
+
+
+def autocast(device, enabled):
+    """``torch.autocast`` on ``device`` in :func:`amp_dtype`, a no-op unless ``enabled``.
+
+    Args:
+        device (torch.device): where the model runs.
+        enabled (bool): TEST.AMP (or TRAIN.AMP).
+    """
+    return torch.autocast(device.type, dtype=amp_dtype(device), enabled=enabled)

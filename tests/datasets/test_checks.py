@@ -74,7 +74,7 @@ def test_at_most_twenty_problems_are_shown(root):
 
 
 def test_training_stops_before_writing_anything(root, tmp_path):
-    from core.training import train
+    from engine.train import train
     from utils.distributed import DistContext
     _, label = listed(root, 'val')[-1]
     os.remove(os.path.join(root, 'cityscapes', label))

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from config import config, update_config
-from core.criterion import MultiExitLoss
+from engine.criterion import MultiExitLoss
 from models.model_anytime import build_model
 from utils.checkpoint import load_model_weights, read_checkpoint
 

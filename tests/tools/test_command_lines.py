@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from config import config, update_config
-from core.criterion import FullModel, build_criterion
+from engine.criterion import FullModel, build_criterion
 from datasets.cityscapes import CITYSCAPES_CLASS_WEIGHTS
 from datasets.synthetic import generate_synthetic_cityscapes
 from models import get_seg_model

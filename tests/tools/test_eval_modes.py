@@ -1,6 +1,6 @@
 """Evaluation modes end to end on synthetic data: benchmark-server submissions checked by
 the official Cityscapes evaluator, predictions of an unlabelled list, and flip,
-multi-scale and sliding-window evaluation through core.testing."""
+multi-scale and sliding-window evaluation through evaluation.run."""
 import argparse
 import glob
 import importlib.util
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from config import config, update_config
-from core.testing import run_evaluation
+from evaluation.run import run_evaluation
 from datasets.labels import CITYSCAPES_CLASSES
 from datasets.synthetic import generate_synthetic_cityscapes
 from models import get_seg_model

@@ -81,8 +81,8 @@ def _worker(rank, port, out_path):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'lib'))
     os.environ.update(WORLD_SIZE='2', RANK=str(rank), LOCAL_RANK=str(rank),
                       MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    from core.loaders import ShardSampler
-    from core.metrics import ConfusionMatrix, FlopsMeter
+    from datasets.loaders import ShardSampler
+    from evaluation.metrics import ConfusionMatrix, FlopsMeter
     from utils.distributed import cleanup, init_distributed
     ctx = init_distributed()
     try:

@@ -22,184 +22,18 @@ materialise their large concatenated input, but sample it at the active pixels.
 import warnings
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ..masked_conv import MaskedConv2d
-from .geometry import SegmentGeometry, resample_matrix
 from .fuse import SparseTerm, fuse
+from .geometry import SegmentGeometry
+from .kernels import ROW_BLOCK_BYTES, channels_last, conv_rows, flat_rows, rbf_fill_rows, \
+    rows_matmul
+from .maps import ActiveRows, FullMap, LazyMap
 from .near_branch import NearMap, branch_reach, run_near_branch, runs_near, \
     transition_near_map
-from .kernels import ROW_BLOCK_BYTES, channels_last, conv_rows, flat_rows, from_rows, \
-    rbf_fill_rows, resample_rows, rows_matmul
+from .plan import conv_geometry, conv_steps, leaves, need_after, need_before, output_size
 from .weights import FoldedWeights
-
-
-def _leaves(module):
-    """The leaf modules of nested Sequentials, in execution order."""
-    if isinstance(module, nn.Sequential):
-        for child in module:
-            yield from _leaves(child)
-    else:
-        yield module
-
-
-def _conv_geometry(conv):
-    k, s, p = conv.kernel_size, conv.stride, conv.padding
-    if isinstance(p, str) or k[0] != k[1] or s[0] != s[1] or p[0] != p[1] \
-            or conv.dilation != (1, 1) or conv.groups != 1:
-        raise NotImplementedError(f'sparse execution supports square, undilated, ungrouped '
-                                  f'convolutions; got {conv}')
-    return k[0], s[0], p[0]
-
-
-def _output_size(h, w, kernel, stride, padding):
-    """(h, w) of a square convolution's output."""
-    return ((h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1)
-
-
-def _need_before(conv):
-    """What a layer whose only reader is ``conv`` (same mask) must compute."""
-    if not isinstance(conv, MaskedConv2d):
-        return 'full'
-    k, s, p = _conv_geometry(conv)
-    if s == 1 and k == 1 and p == 0:
-        return 'active'
-    if s == 1 and k == 3 and p == 1:
-        return 'ring1'
-    return 'full'
-
-
-def _need_after(steps, k, need_last):
-    """What step k-1 must compute, given the steps that follow it; ``need_last`` after
-    the last step."""
-    if k == len(steps):
-        return need_last
-    return _need_before(steps[k][0]) if isinstance(steps[k], tuple) else 'full'
-
-
-def _conv_steps(leaves):
-    """Group leaves into (conv, bn, relu) steps; other leaves stand alone. Any BatchNorm
-    is folded (``_BatchNorm``: also the ``SyncBatchNorm`` of multi-GPU training, which
-    in eval mode computes what ``BatchNorm2d`` does)."""
-    steps, i = [], 0
-    while i < len(leaves):
-        m = leaves[i]
-        if isinstance(m, nn.Conv2d):
-            bn = leaves[i + 1] if i + 1 < len(leaves) and isinstance(
-                leaves[i + 1], nn.modules.batchnorm._BatchNorm) else None
-            i += 1 + (bn is not None)
-            relu = i < len(leaves) and isinstance(leaves[i], nn.ReLU)
-            i += relu
-            steps.append((m, bn, relu))
-        else:
-            steps.append(m)
-            i += 1
-    return steps
-
-
-class LazyMap:
-    """A map defined as resampled sources concatenated along channels, not yet computed.
-
-    Exit heads start from the concatenation of all branches upsampled to branch 0's size
-    (720 channels at 1/4 resolution for W48) and often pool it right away; a sparse head
-    only needs that map at its active pixels, which ``rows`` samples directly.
-    """
-
-    def __init__(self, sources):
-        """``sources`` resized (bilinear) to the first one's size and concatenated."""
-        self.sources = [(x, [], tuple(x.shape[-2:])) for x in sources]
-        self.size = self.sources[0][2]
-        self.batch = sources[0].shape[0]
-        self.resize(self.size)
-
-    def resize(self, size):
-        """Bilinear resize (align_corners False) of every source to ``size``."""
-        size = tuple(size)
-        self.sources = [(x, ops if now == size else ops + [('resize', size)], size)
-                        for x, ops, now in self.sources]
-        self.size = size
-
-    def pool2(self):
-        """2x2 average pooling with stride 2."""
-        self.sources = [(x, ops + [('pool2',)], (now[0] // 2, now[1] // 2))
-                        for x, ops, now in self.sources]
-        self.size = (self.size[0] // 2, self.size[1] // 2)
-
-    def materialise(self):
-        maps = []
-        for x, ops, _ in self.sources:
-            for op in ops:
-                if op[0] == 'pool2':
-                    x = F.avg_pool2d(x, 2, 2)
-                elif tuple(x.shape[-2:]) != op[1]:
-                    x = F.interpolate(x, size=op[1], mode='bilinear', align_corners=False)
-            maps.append(x)
-        out = maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
-        return channels_last(out)
-
-    def record(self, module):
-        """Record ``module`` if it is a 2x2 average pooling or a 2x bilinear upsampling;
-        False if it is neither."""
-        if isinstance(module, nn.AvgPool2d) and module.kernel_size in (2, (2, 2)) \
-                and module.stride in (2, (2, 2)) and module.padding in (0, (0, 0)) \
-                and not module.ceil_mode:
-            self.pool2()
-            return True
-        if isinstance(module, nn.Upsample) and module.mode == 'bilinear' \
-                and not module.align_corners and module.size is None \
-                and module.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)):
-            self.resize((self.size[0] * 2, self.size[1] * 2))
-            return True
-        return False
-
-    def at_active(self, geom, start, stop):
-        """The map at active pixels ``start:stop`` of ``geom`` (this size)."""
-        return self.rows(geom.active[start:stop])
-
-    def rows(self, rows):
-        """The map at flat ``rows`` only: n x C."""
-        parts = []
-        for x, ops, _ in self.sources:
-            if not ops and tuple(x.shape[-2:]) == self.size:
-                parts.append(flat_rows(channels_last(x)).index_select(0, rows))
-                continue
-            matrix = resample_matrix(rows, self.size, self.batch, tuple(x.shape[-2:]), ops,
-                                     x.dtype)
-            parts.append(resample_rows(matrix, flat_rows(channels_last(x))))
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-
-class FullMap:
-    """A computed channels-last map, read like a ``LazyMap``."""
-
-    def __init__(self, x):
-        self.x = x
-        self.size = tuple(x.shape[-2:])
-
-    def at_active(self, geom, start, stop):
-        return flat_rows(self.x).index_select(0, geom.active[start:stop])
-
-    def materialise(self):
-        return self.x
-
-
-class ActiveRows:
-    """A map known only at the active pixels of ``geom`` (rows in ``active`` order), all
-    that a reader of the active pixels needs; zeros elsewhere once materialised."""
-
-    def __init__(self, values, geom):
-        self.values, self.geom = values, geom
-        self.size = geom.size
-
-    def at_active(self, geom, start, stop):
-        assert geom is self.geom, 'active rows are read with the mask they were made with'
-        return self.values[start:stop]
-
-    def materialise(self):
-        rows = self.values.new_zeros(self.geom.numel, self.values.shape[1])
-        rows.index_copy_(0, self.geom.active, self.values)
-        return from_rows(rows, self.geom.batch, self.size)
 
 
 class SegmentEngine:
@@ -280,9 +114,9 @@ class SegmentEngine:
         """``relu(bn(conv(x)) + residual)`` for a (masked) convolution, right at the
         pixels ``need`` names. ``x``: N x C x H x W channels-last. ``reuse``: the residual
         is read by nothing else and its memory may hold the output."""
-        k, s, p = _conv_geometry(conv)
+        k, s, p = conv_geometry(conv)
         n, _, h, w = x.shape
-        out_size = _output_size(h, w, k, s, p)
+        out_size = output_size(h, w, k, s, p)
         folded = self.weights.get(conv, bn)
         if not isinstance(conv, MaskedConv2d):
             return self._plain(x, folded, s, p, relu, residual)
@@ -323,13 +157,13 @@ class SegmentEngine:
 
     def sequential(self, module, x):
         """A Sequential of conv/BN/ReLU steps (downsample, transition, fuse layers)."""
-        return self._steps(_conv_steps(list(_leaves(module))), x)
+        return self._steps(conv_steps(list(leaves(module))), x)
 
     def _steps(self, steps, x):
         for i, step in enumerate(steps):
             if isinstance(step, tuple):
                 conv, bn, relu = step
-                x = self.conv(conv, bn, x, relu=relu, need=_need_after(steps, i + 1, 'full'))
+                x = self.conv(conv, bn, x, relu=relu, need=need_after(steps, i + 1, 'full'))
             else:
                 x = channels_last(step(x))
         return x
@@ -337,9 +171,9 @@ class SegmentEngine:
     def sparse_term(self, conv, bn, x):
         """``bn(conv(x))`` of a masked convolution as a ``SparseTerm`` (BN's shift but at
         the active pixels and their fill's reach), or None when it runs dense."""
-        k, s, p = _conv_geometry(conv)
+        k, s, p = conv_geometry(conv)
         h, w = x.shape[-2:]
-        out_size = _output_size(h, w, k, s, p)
+        out_size = output_size(h, w, k, s, p)
         geom = self.geometry.mask(out_size)
         if not isinstance(conv, MaskedConv2d) or not self.policy.sparse(conv, geom.density):
             return None
@@ -358,7 +192,7 @@ class SegmentEngine:
     def fuse_term(self, module, x):
         """Fuse layer ``module`` on ``x``: a ``SparseTerm`` when its last step is a BN'd
         convolution without ReLU that runs sparse, else the computed map."""
-        *first, last = _conv_steps(list(_leaves(module)))
+        *first, last = conv_steps(list(leaves(module)))
         x = self._steps(first, x)
         if isinstance(last, tuple) and not last[2]:
             term = self.sparse_term(last[0], last[1], x)
@@ -380,7 +214,7 @@ class SegmentEngine:
             convs.append((block.conv3, block.bn3))
         for i, (conv, bn) in enumerate(convs):
             last = i == len(convs) - 1
-            need = 'full' if last else _need_before(convs[i + 1][0])
+            need = 'full' if last else need_before(convs[i + 1][0])
             x = self.conv(conv, bn, x, relu=True, residual=residual if last else None,
                           need=need, reuse=last and owned)
         return x
@@ -408,7 +242,7 @@ class SegmentEngine:
             if layer is None:
                 out.append(x)
                 continue
-            steps = _conv_steps(list(_leaves(layer)))
+            steps = conv_steps(list(leaves(layer)))
             near_map = self._near_transition(steps[0], x, module.branches[i]) \
                 if len(steps) == 1 and isinstance(steps[0], tuple) and steps[0][2] else None
             out.append(near_map if near_map is not None else self._steps(steps, x))
@@ -420,9 +254,9 @@ class SegmentEngine:
         conv, bn, _ = step
         if not isinstance(conv, MaskedConv2d):
             return None
-        k, s, p = _conv_geometry(conv)
+        k, s, p = conv_geometry(conv)
         n, _, h, w = x.shape
-        size = _output_size(h, w, k, s, p)
+        size = output_size(h, w, k, s, p)
         geom = self.geometry.mask(size)
         if not self.policy.sparse(conv, geom.density) or \
                 not runs_near(layers, self.geometry, self.policy, size):
@@ -452,7 +286,7 @@ class SegmentEngine:
         or ``ActiveRows`` after sparse 1x1 convolutions read only at the active pixels.
         """
         current = LazyMap(branches)  # exit_input: branches upsampled to branch 0's size
-        steps = _conv_steps(list(_leaves(head)))
+        steps = conv_steps(list(leaves(head)))
         i = 0
         while i < len(steps):
             step = steps[i]
@@ -466,12 +300,12 @@ class SegmentEngine:
                 chain_end += 1
             if chain_end > i:
                 current = self._head_chain(steps[i:chain_end], current,
-                                           _need_after(steps, chain_end, need_out))
+                                           need_after(steps, chain_end, need_out))
                 i = chain_end
             else:
                 conv, bn, relu = step
                 current = FullMap(self.conv(conv, bn, current.materialise(), relu=relu,
-                                            need=_need_after(steps, i + 1, need_out)))
+                                            need=need_after(steps, i + 1, need_out)))
                 i += 1
         return current.materialise().contiguous()
 
@@ -488,7 +322,7 @@ class SegmentEngine:
     def _sparse_pointwise(self, step, size):
         """Is ``step`` a masked 1x1 convolution that runs sparse at ``size``'s mask?"""
         return isinstance(step, tuple) and isinstance(step[0], MaskedConv2d) and \
-            _conv_geometry(step[0]) == (1, 1, 0) and \
+            conv_geometry(step[0]) == (1, 1, 0) and \
             self.policy.sparse(step[0], self.geometry.mask(size).density)
 
     def _head_chain(self, chain, current, need):
