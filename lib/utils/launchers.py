@@ -14,6 +14,9 @@ does.
 import os
 from dataclasses import dataclass
 from typing import Optional
+
+import torch
+
 TORCH = 'torch'
 OPENMPI = 'openmpi'
 MVAPICH = 'mvapich'
@@ -129,3 +132,9 @@ def slurm_job_tasks(env=None):
         return 0
     return _int(env, 'SLURM_NTASKS', 0)
 
+
+def processes_per_node(cpu_processes=2):
+    """How many training processes to start on this machine: one per visible GPU
+    (CUDA_VISIBLE_DEVICES counts), else ``cpu_processes`` on the CPU."""
+    gpus = torch.cuda.device_count()
+    return gpus if gpus > 0 else cpu_processes

@@ -1,10 +1,16 @@
-"""Each launcher's variables -> (rank, world size, local rank)."""
+"""Each launcher's variables -> (rank, world size, local rank), and the number of processes
+the quick start starts."""
+import os
+import subprocess
+
 import pytest
+import torch
 
 from launch_envs import BATCH_SCRIPT, srun_task
 from utils.launchers import (HYDRA, MVAPICH, OPENMPI, SRUN, TORCH, Placement, find_placement,
-                             slurm_job_tasks)
+                             processes_per_node, slurm_job_tasks)
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 @pytest.mark.parametrize('launcher, env', [
     (OPENMPI, dict(OMPI_COMM_WORLD_RANK='5', OMPI_COMM_WORLD_SIZE='8',
@@ -81,3 +87,23 @@ def test_torch_launchers(env, arg, expected):
 def test_plain_python_is_one_process():
     assert find_placement({}) == Placement(0, 1, None, '')
 
+
+@pytest.mark.parametrize('gpus, expected', [(0, 2), (1, 1), (4, 4)])
+def test_one_process_per_visible_gpu_else_two(monkeypatch, gpus, expected):
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: gpus)
+    assert processes_per_node(cpu_processes=2) == expected
+
+
+def test_quickstart_asks_for_its_process_count():
+    # The script's own NPROC line, run as the script runs it, on a machine without GPUs.
+    script = open(os.path.join(ROOT, 'scripts', 'quickstart.sh')).read()
+    (line,) = [s for s in script.splitlines() if s.startswith('NPROC=')]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='')
+    env.pop('NPROC', None)
+    out = subprocess.run(['bash', '-c', f'{line}; echo "$NPROC"'], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == '2'
+    env['NPROC'] = '3'  # the user's choice wins
+    out = subprocess.run(['bash', '-c', f'{line}; echo "$NPROC"'], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == '3'
