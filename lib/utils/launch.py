@@ -103,7 +103,7 @@ def reporting_user_errors(fn, debug=False):
 def report_user_error(error, debug=False):
     """Report ``error`` (being handled): traceback to the log file (and the console when
     ``debug``), the message to torchrun's error file and, on rank 0 or outside
-    torchrun, to stderr.
+    torchrun, to stderr (a LaunchError that every rank raises alike: on rank 0 only).
 
     Args:
         error (UserError): the exception.

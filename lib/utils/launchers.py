@@ -71,6 +71,13 @@ def _torch_placement(env, local_rank_arg):
     return Placement(rank, _int(env, 'WORLD_SIZE', 1), local_rank, TORCH)
 
 
+def _mpi_placement(env, launcher):
+    rank, size, local_rank = MPI_VARIABLES[launcher]
+    if env.get(size, '') == '':
+        return None
+    return Placement(_int(env, rank, 0), _int(env, size), _int(env, local_rank), launcher)
+
+
 def _srun_tasks(env):
     """The number of tasks of the srun step this process belongs to, or None.
 
@@ -115,13 +122,6 @@ def find_placement(env=None, local_rank_arg=None):
     if tasks is not None and _int(env, 'PMI_SIZE', tasks) == tasks:
         return Placement(_int(env, 'SLURM_PROCID', 0), tasks, _int(env, 'SLURM_LOCALID'), SRUN)
     return _mpi_placement(env, HYDRA) or Placement()
-
-
-def _mpi_placement(env, launcher):
-    rank, size, local_rank = MPI_VARIABLES[launcher]
-    if env.get(size, '') == '':
-        return None
-    return Placement(_int(env, rank, 0), _int(env, size), _int(env, local_rank), launcher)
 
 
 def slurm_job_tasks(env=None):
