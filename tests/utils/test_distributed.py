@@ -181,12 +181,11 @@ def test_srun_tasks_join_one_group_from_slurm_variables(gpus, clean_env):
     assert (gpus['rank'], gpus['world_size'], gpus['backend']) == (5, 8, 'nccl')
 
 
-@pytest.mark.parametrize('env', [SLURM_TASK_PER_GPU, srun_task(8, 6, 2, **RENDEZVOUS)])
-def test_a_task_that_sees_one_gpu_uses_it(gpus, clean_env, env):
+def test_a_task_that_sees_one_gpu_uses_it(gpus, clean_env):
     # srun --gpus-per-task 1 (or --gpu-bind=single:1): SLURM_LOCALID counts 0..3 on the
     # node, but each task sees only its own GPU, as cuda:0.
     clean_env.setattr(torch.cuda, 'device_count', lambda: 1)
-    _set(clean_env, env)
+    _set(clean_env, SLURM_TASK_PER_GPU)
     ctx = init_distributed()
     assert (ctx.rank, ctx.world_size, ctx.local_rank) == (6, 8, 2)
     assert ctx.device == torch.device('cuda', 0)
