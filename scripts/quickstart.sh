@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ADP-C on bundled synthetic data, in about two minutes on two CPU cores:
 #   1. generate a synthetic Cityscapes (Cityscapes layout, labelIds, list files);
-#   2. train the tiny ADP-C of experiments/synthetic/tiny_adpc.yaml with NPROC processes;
+#   2. train the tiny ADP-C of experiments/synthetic/tiny_adpc.yaml with NPROC processes
+#      (one per visible GPU, two on the CPU);
 #      the run ends with its evaluation: per-exit mIoU, per-class IoU, mask-aware GFLOPs;
 #   3. evaluate the same weights computing every pixel (MASK.CONF_THRE 1.0), into the
 #      run's eval/MASK.CONF_THRE=1.0/ folder;
@@ -12,13 +13,14 @@
 # from its last checkpoint, a finished one is only evaluated again. Delete the run
 # directory to train afresh.
 # Environment: DATA (data root, default data/synthetic), OUTPUT (default output),
-# NPROC (training processes, default 2).
+# NPROC (training processes; default one per visible GPU, or 2 when none is visible:
+# a process without a GPU of its own would stop the run).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DATA=${DATA:-data/synthetic}
 OUTPUT=${OUTPUT:-output}
-NPROC=${NPROC:-2}
+NPROC=${NPROC:-$(python tools/nproc_per_node.py --cpu 2)}
 CFG=experiments/synthetic/tiny_adpc.yaml
 RUN="$OUTPUT/cityscapes/tiny_adpc"
 UNMASKED="$RUN/eval/MASK.CONF_THRE=1.0"

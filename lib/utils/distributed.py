@@ -1,17 +1,25 @@
 """Process-group setup for every launcher, in one place.
 
-Supported launches of ``tools/train_ee.py`` and ``tools/test_ee.py``:
+Supported launches of ``tools/train_ee.py`` and ``tools/test_ee.py`` (utils.launchers
+reads each launcher's variables):
 
-- ``torchrun --nproc_per_node N ...`` (one or several nodes): RANK, WORLD_SIZE,
-  LOCAL_RANK, MASTER_ADDR and MASTER_PORT come from the environment;
+- ``torchrun --nproc_per_node N ...`` (one or several nodes, also one torchrun per node
+  started by srun): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT come from
+  the environment;
 - ``python -m torch.distributed.launch ...`` (legacy): the same variables, plus a
   ``--local-rank`` or ``--local_rank`` argument depending on the torch version;
-- ``mpirun`` or another launcher that sets RANK and WORLD_SIZE but not LOCAL_RANK: the
-  local rank comes from OpenMPI's, MVAPICH's, MPICH's or SLURM's variables;
-- ``srun`` without torchrun (one task per GPU): the tasks join one process group from
-  SLURM's variables when MASTER_ADDR and MASTER_PORT are exported, else it is refused;
-- plain ``python ...``: one process on the first GPU of ``GPUS``, or on the CPU (with a
-  warning and the torchrun command when GPUS lists several visible GPUs).
+- ``mpirun`` of OpenMPI, MPICH or Intel MPI, ``mpirun_rsh`` of MVAPICH, and ``srun``
+  without torchrun (one task per GPU): the processes join one process group from the
+  launcher's own variables when MASTER_ADDR and MASTER_PORT are exported, else they are
+  refused with the command line that exports them;
+- a launcher that sets RANK and WORLD_SIZE but not LOCAL_RANK: the local rank comes from
+  OpenMPI's, MVAPICH's, MPICH's or SLURM's variables;
+- plain ``python ...`` (also a batch script's own process in a SLURM job of several
+  tasks): one process on the first GPU of ``GPUS``, or on the CPU (with a warning and
+  the command that would use the GPUs or tasks it leaves idle).
+
+A process of several that sees a single GPU uses it (``srun --gpus-per-task 1``);
+otherwise its local rank picks the GPU.
 
 NCCL is used on CUDA, gloo on the CPU. Everything else in the project asks a
 :class:`DistContext` (rank, world size, device) instead of reading the environment.
@@ -20,6 +28,7 @@ import datetime
 import logging
 import os
 import shlex
+import socket
 import sys
 from dataclasses import dataclass
 
@@ -28,6 +37,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .errors import LaunchError
+from .launchers import (HYDRA, LOCAL_RANK_VARIABLES, MVAPICH, OPENMPI, SRUN, find_placement,
+                        slurm_job_tasks)
 
 logger = logging.getLogger(__name__)
 
@@ -87,46 +98,61 @@ def check_gpus(gpus):
                           'GPUS "(0,)" or GPUS "(0,1)" (one process uses the first)')
 
 
-# Per-node rank of a process, as MPI implementations and SLURM export it.
-LOCAL_RANK_VARIABLES = ('OMPI_COMM_WORLD_LOCAL_RANK', 'MV2_COMM_WORLD_LOCAL_RANK',
-                        'MPI_LOCALRANKID', 'SLURM_LOCALID')
-
-
 def _command_line():
     return ' '.join(shlex.quote(a) for a in sys.argv)
 
 
-def _srun_tasks():
-    """(rank, world size, local rank) of a task that ``srun`` started without torchrun,
-    or None when this is not such a task."""
-    tasks = _env_int('SLURM_STEP_NUM_TASKS', _env_int('SLURM_NTASKS', 1))
-    if 'RANK' in os.environ or 'SLURM_PROCID' not in os.environ or tasks <= 1:
-        return None
-    if 'MASTER_ADDR' not in os.environ or 'MASTER_PORT' not in os.environ:
-        raise LaunchError(
-            f'srun started {tasks} tasks without torchrun (SLURM_PROCID is set, RANK is '
-            f'not): each would train alone, all into the same output directory. Either '
-            f'export MASTER_ADDR=<first node> and MASTER_PORT=<free port> before srun, '
-            f'so that the tasks (one per GPU) join one process group, or start one '
-            f'torchrun per node: srun --ntasks-per-node 1 torchrun --nnodes $SLURM_NNODES '
-            f'--nproc_per_node <GPUs per node> --rdzv_backend c10d --rdzv_endpoint '
-            f'<first node>:29500 {_command_line()}')
-    return (_env_int('SLURM_PROCID', 0), tasks, _env_int('SLURM_LOCALID', 0))
+def _missing_rendezvous(place):
+    """The refusal of a launch of several processes that cannot meet: MASTER_ADDR or
+    MASTER_PORT is not set. Every process raises it alike."""
+    n, python = place.world_size, f'python {_command_line()}'
+    host = socket.gethostname()  # rank 0 reports it: its host is the rendezvous
+    alone = 'each would train alone, all into the same output directory'
+    if place.launcher == SRUN:
+        return (f'srun started {n} tasks without torchrun but MASTER_ADDR and MASTER_PORT '
+                f'are not set ({alone}). Export them before srun, so that the tasks (one '
+                f'per GPU) join one process group: export MASTER_ADDR=$(scontrol show '
+                f'hostnames "$SLURM_JOB_NODELIST" | head -n 1) MASTER_PORT=29500; or start '
+                f'one torchrun per node: srun --ntasks-per-node 1 torchrun --nnodes '
+                f'$SLURM_NNODES --nproc_per_node <GPUs per node> --rdzv_backend c10d '
+                f'--rdzv_endpoint <first node>:29500 {_command_line()}')
+    started = f'{n} processes but MASTER_ADDR and MASTER_PORT are not set ({alone}): use'
+    if place.launcher == OPENMPI:
+        return (f'mpirun (OpenMPI) started {started} mpirun -np {n} -x MASTER_ADDR={host} '
+                f'-x MASTER_PORT=29500 {python}')
+    if place.launcher == MVAPICH:
+        return (f'mpirun_rsh (MVAPICH) started {started} mpirun_rsh -np {n} -hostfile '
+                f'<hosts> MASTER_ADDR={host} MASTER_PORT=29500 {python}')
+    if place.launcher == HYDRA:
+        return (f'mpirun (MPICH or Intel MPI) started {started} mpirun -np {n} -genv '
+                f'MASTER_ADDR {host} -genv MASTER_PORT 29500 {python}')
+    return (f'WORLD_SIZE is {n} but MASTER_ADDR/MASTER_PORT are not set: start several '
+            f'processes with torchrun --nproc_per_node N')
 
 
-def _launcher_local_rank(world_size):
-    """The local rank of a launcher that sets RANK and WORLD_SIZE but not LOCAL_RANK
-    (mpirun), from its own variables; 0 when no GPU choice depends on it."""
-    for name in LOCAL_RANK_VARIABLES:
-        if name in os.environ:
-            return _env_int(name, 0)
-    if world_size > 1 and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+def _gpu_of(place):
+    """The GPU index of a process of a launch with several processes.
+
+    A process that sees a single GPU uses it, whatever its local rank: srun
+    --gpus-per-task 1 (or --gpu-bind=single:1), or a wrapper setting
+    CUDA_VISIBLE_DEVICES per process, gives each task its own GPU as device 0 while
+    SLURM_LOCALID counts 0, 1, ... The exception is torchrun, whose processes on a node
+    (LOCAL_WORLD_SIZE) all see the same GPUs.
+    """
+    count = torch.cuda.device_count()
+    if count == 1 and _env_int('LOCAL_WORLD_SIZE', 1) <= 1:
+        return 0
+    if place.local_rank is None:
         raise LaunchError(
-            f'RANK and WORLD_SIZE ({world_size}) are set but not LOCAL_RANK, nor any of '
+            f'{place.world_size} processes were started without LOCAL_RANK or any of '
             f'{", ".join(LOCAL_RANK_VARIABLES)}: every process would use cuda:0. Start the '
             f'processes with torchrun, or export LOCAL_RANK (the rank of the process on '
-            f'its node) in the launcher')
-    return 0
+            f'its node) in the launcher', every_rank=True)
+    if place.local_rank >= count:
+        raise LaunchError(f'local rank {place.local_rank} has no GPU ({count} visible): '
+                          f'start at most that many processes per node, or give each '
+                          f'process one GPU of its own (srun --gpus-per-task 1)')
+    return place.local_rank
 
 
 def _warn_unused_gpus(gpus):
@@ -144,6 +170,37 @@ def _warn_unused_gpus(gpus):
         f'{prefix}torchrun --nproc_per_node {len(wanted)} {_command_line()}')
 
 
+def _warn_slurm_tasks_unused():
+    """A batch script of ``sbatch --ntasks N`` that runs python itself starts one
+    process, not N tasks: it runs alone (see launchers.find_placement)."""
+    tasks = slurm_job_tasks()
+    if tasks > 1:
+        logger.warning(
+            f'the SLURM job has {tasks} tasks (SLURM_NTASKS) but srun did not start this '
+            f'process, so it runs alone. To run {tasks} tasks, one per GPU: export '
+            f'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1) '
+            f'MASTER_PORT=29500; srun python {_command_line()}')
+
+
+def _single_process(place, gpus):
+    check_gpus(gpus)
+    cuda = torch.cuda.is_available()
+    launched = 'LOCAL_RANK' in os.environ  # a launcher's one process: its local rank
+    if not place.launcher:
+        _warn_slurm_tasks_unused()
+    if cuda and not launched:
+        _warn_unused_gpus(list(gpus))
+    local_rank = place.local_rank or 0
+    index = local_rank if launched else (list(gpus) or [0])[0]
+    if cuda and index >= torch.cuda.device_count():
+        raise LaunchError(f'GPUS names GPU {index} but only {torch.cuda.device_count()} '
+                          'are visible: set GPUS "(0,)" or CUDA_VISIBLE_DEVICES')
+    device = torch.device('cuda', index) if cuda else torch.device('cpu')
+    if cuda:
+        torch.cuda.set_device(device)
+    return DistContext(0, 1, local_rank, device)
+
+
 def init_distributed(local_rank=None, gpus=(0,)):
     """Join the process group the launcher prepared (if any) and pick the device.
 
@@ -151,53 +208,27 @@ def init_distributed(local_rank=None, gpus=(0,)):
         local_rank (int or None): value of ``--local-rank`` from the legacy launcher;
             LOCAL_RANK in the environment wins when both are set.
         gpus (sequence of int): GPUS of the config; a single-process CUDA run uses the
-            first of them. Ignored under a launcher, where LOCAL_RANK picks the GPU.
+            first of them. Ignored under a launcher, where the local rank picks the GPU.
 
     Returns:
         DistContext: this process's rank, world size and device.
     """
-    srun = _srun_tasks()
-    if srun is not None:
-        rank, world_size, local_rank = srun
-    else:
-        world_size = _env_int('WORLD_SIZE', 1)
-        if 'LOCAL_RANK' not in os.environ and local_rank is None and 'RANK' in os.environ:
-            local_rank = _launcher_local_rank(world_size)
-        local_rank = _env_int('LOCAL_RANK', local_rank if local_rank is not None else 0)
-        rank = _env_int('RANK', local_rank)
-    cuda = torch.cuda.is_available()
-
-    if world_size == 1:
-        check_gpus(gpus)
-        launched = 'LOCAL_RANK' in os.environ
-        if cuda and not launched:
-            _warn_unused_gpus(list(gpus))
-        index = local_rank if launched else (list(gpus) or [0])[0]
-        if cuda and index >= torch.cuda.device_count():
-            raise LaunchError(f'GPUS names GPU {index} but only {torch.cuda.device_count()} '
-                              'are visible: set GPUS "(0,)" or CUDA_VISIBLE_DEVICES')
-        device = torch.device('cuda', index) if cuda else torch.device('cpu')
-        if cuda:
-            torch.cuda.set_device(device)
-        return DistContext(0, 1, local_rank, device)
-
+    place = find_placement(local_rank_arg=local_rank)
+    if place.world_size == 1:
+        return _single_process(place, gpus)
     if 'MASTER_ADDR' not in os.environ or 'MASTER_PORT' not in os.environ:
-        raise LaunchError(f'WORLD_SIZE is {world_size} but MASTER_ADDR/MASTER_PORT are not '
-                          'set: start several processes with torchrun --nproc_per_node N')
-    if cuda:
-        if local_rank >= torch.cuda.device_count():
-            raise LaunchError(f'local rank {local_rank} has no GPU ({torch.cuda.device_count()} '
-                              'visible): start at most that many processes per node')
-        device = torch.device('cuda', local_rank)
+        raise LaunchError(_missing_rendezvous(place), every_rank=True)
+    if torch.cuda.is_available():
+        device = torch.device('cuda', _gpu_of(place))
         torch.cuda.set_device(device)
         backend = 'nccl'
     else:
         device = torch.device('cpu')
         backend = 'gloo'
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method='env://', rank=rank,
-                                world_size=world_size, timeout=PROCESS_GROUP_TIMEOUT)
-    return DistContext(rank, world_size, local_rank, device)
+        dist.init_process_group(backend=backend, init_method='env://', rank=place.rank,
+                                world_size=place.world_size, timeout=PROCESS_GROUP_TIMEOUT)
+    return DistContext(place.rank, place.world_size, place.local_rank or 0, device)
 
 
 def cleanup():

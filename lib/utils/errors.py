@@ -23,7 +23,17 @@ class CheckpointError(UserError):
 
 
 class LaunchError(UserError):
-    """The processes, devices or batch sizes of a launch do not work together."""
+    """The processes, devices or batch sizes of a launch do not work together.
+
+    Args:
+        message (str): what is wrong and the command line that works.
+        every_rank (bool): every process of the launch raises it alike (it depends only
+            on what the launcher gave them all), so rank 0 alone reports it.
+    """
+
+    def __init__(self, message, every_rank=False):
+        super().__init__(message)
+        self.every_rank = every_rank
 
 
 class RunDirectoryError(UserError):

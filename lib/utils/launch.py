@@ -9,7 +9,8 @@ directory problem) ends the tool with one ``error: <message>`` block on stderr a
 status 2, without a traceback: the traceback goes to the run's log file, and to the
 console with ``--debug`` or ``ADPC_DEBUG=1``. Under torchrun the block is printed by
 rank 0 only (other ranks hand their message to torchrun, whose summary shows it as the
-root cause), and every failing rank writes its message to torchrun's error file.
+root cause), and every failing rank writes its message to torchrun's error file. Under
+any launcher, a launch error that every process raises alike is printed by rank 0 only.
 Any other exception is a bug and keeps its traceback.
 """
 import argparse
@@ -25,6 +26,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from config import config, update_config
 from .distributed import add_launcher_arguments, cleanup, init_distributed
 from .errors import UserError
+from .launchers import find_placement
 from .logger import FILE_ONLY, log_file_path
 
 DEBUG_ENV = 'ADPC_DEBUG'
@@ -98,14 +100,10 @@ def reporting_user_errors(fn, debug=False):
     return wrapper
 
 
-def _rank():
-    return int(os.environ.get('RANK', '0') or 0)
-
-
 def report_user_error(error, debug=False):
     """Report ``error`` (being handled): traceback to the log file (and the console when
     ``debug``), the message to torchrun's error file and, on rank 0 or outside
-    torchrun, to stderr.
+    torchrun, to stderr (a LaunchError that every rank raises alike: on rank 0 only).
 
     Args:
         error (UserError): the exception.
@@ -118,8 +116,8 @@ def report_user_error(error, debug=False):
     error_file = os.environ.get('TORCHELASTIC_ERROR_FILE')
     if error_file:
         _write_error_file(error_file, f'error: {error}')
-    if _rank() != 0 and error_file:
-        return  # torchrun's summary shows it; rank 0 prints the shared errors
+    if find_placement().rank != 0 and (error_file or getattr(error, 'every_rank', False)):
+        return  # torchrun's summary shows it; rank 0 prints the errors all ranks share
     if debug:
         sys.stderr.write(trace)
     where = f'in {log_file}, or ' if log_file else ''

@@ -1,5 +1,8 @@
+import json
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -7,15 +10,24 @@ import torch.multiprocessing as mp
 
 from utils import distributed
 from utils.distributed import DistContext, init_distributed
+from launch_envs import (BATCH_SCRIPT, HYDRA_PROCESS, OPENMPI_PROCESS, README_LINES,
+                         RENDEZVOUS, SLURM_TASK_PER_GPU, SLURM_TORCHRUN_WORKER, srun_task)
 from utils.errors import LaunchError
+from utils.launchers import MPI_VARIABLES
 from utils.launch import default_argument_parser
 
-LAUNCH_VARS = ('WORLD_SIZE', 'RANK', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LAUNCH_VARS = ('WORLD_SIZE', 'RANK', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR',
+               'MASTER_PORT')
+# Every variable of another launcher that utils.launchers reads.
+OTHER_LAUNCHERS = tuple(v for names in MPI_VARIABLES.values() for v in names) + (
+    'SLURM_JOB_ID', 'SLURM_NTASKS', 'SLURM_STEP_ID', 'SLURM_STEPID', 'SLURM_STEP_NUM_TASKS',
+    'SLURM_PROCID', 'SLURM_LOCALID')
 
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for name in LAUNCH_VARS:
+    for name in LAUNCH_VARS + OTHER_LAUNCHERS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     return monkeypatch
@@ -115,16 +127,10 @@ def test_two_gloo_processes_sum_confusion_matrices_and_flops_exactly(tmp_path):
     assert result['params'] == [7] * 4
 
 
-OTHER_LAUNCHERS = ('SLURM_NTASKS', 'SLURM_STEP_NUM_TASKS', 'SLURM_PROCID', 'SLURM_LOCALID',
-                   'OMPI_COMM_WORLD_LOCAL_RANK', 'MV2_COMM_WORLD_LOCAL_RANK', 'MPI_LOCALRANKID')
-
-
 @pytest.fixture
 def gpus(clean_env):
     """A machine with 4 visible GPUs (as far as init_distributed can tell), and a process
     group that records how it was joined."""
-    for name in OTHER_LAUNCHERS:
-        clean_env.delenv(name, raising=False)
     clean_env.setattr(torch.cuda, 'is_available', lambda: True)
     clean_env.setattr(torch.cuda, 'device_count', lambda: 4)
     clean_env.setattr(torch.cuda, 'set_device', lambda device: None)
@@ -152,22 +158,103 @@ def test_single_process_warns_with_the_torchrun_command_for_the_listed_gpus(gpus
     assert caplog.text == ''
 
 
+def _set(monkeypatch, env):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
 def test_srun_without_torchrun_or_rendezvous_is_refused(gpus, clean_env):
-    for name, value in dict(SLURM_NTASKS='8', SLURM_PROCID='3', SLURM_LOCALID='3').items():
-        clean_env.setenv(name, value)
-    with pytest.raises(LaunchError, match='srun --ntasks-per-node 1 torchrun'):
+    _set(clean_env, srun_task(8, 3, 3))
+    with pytest.raises(LaunchError, match='srun --ntasks-per-node 1 torchrun') as info:
         init_distributed()
+    assert 'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1) ' \
+        'MASTER_PORT=29500' in str(info.value)
+    assert info.value.every_rank
     assert not gpus  # no process group was joined
 
 
 def test_srun_tasks_join_one_group_from_slurm_variables(gpus, clean_env):
-    for name, value in dict(SLURM_NTASKS='8', SLURM_PROCID='5', SLURM_LOCALID='1',
-                            MASTER_ADDR='node1', MASTER_PORT='29500').items():
-        clean_env.setenv(name, value)
+    _set(clean_env, srun_task(8, 5, 1, **RENDEZVOUS))
     ctx = init_distributed()
     assert (ctx.rank, ctx.world_size, ctx.local_rank) == (5, 8, 1)
     assert ctx.device == torch.device('cuda', 1)
     assert (gpus['rank'], gpus['world_size'], gpus['backend']) == (5, 8, 'nccl')
+
+
+def test_a_task_that_sees_one_gpu_uses_it(gpus, clean_env):
+    # srun --gpus-per-task 1 (or --gpu-bind=single:1): SLURM_LOCALID counts 0..3 on the
+    # node, but each task sees only its own GPU, as cuda:0.
+    clean_env.setattr(torch.cuda, 'device_count', lambda: 1)
+    _set(clean_env, SLURM_TASK_PER_GPU)
+    ctx = init_distributed()
+    assert (ctx.rank, ctx.world_size, ctx.local_rank) == (6, 8, 2)
+    assert ctx.device == torch.device('cuda', 0)
+    assert gpus['rank'] == 6 and gpus['world_size'] == 8
+
+
+def test_torchrun_processes_sharing_one_gpu_are_refused(gpus, clean_env):
+    # torchrun's processes on a node all see the same GPUs: one GPU, two processes.
+    clean_env.setattr(torch.cuda, 'device_count', lambda: 1)
+    _set(clean_env, dict(RANK='1', WORLD_SIZE='2', LOCAL_RANK='1', LOCAL_WORLD_SIZE='2',
+                         MASTER_ADDR='127.0.0.1', MASTER_PORT='29500'))
+    with pytest.raises(LaunchError, match='local rank 1 has no GPU'):
+        init_distributed()
+    assert not gpus
+
+
+def test_readme_torchrun_per_node_under_srun_uses_torchruns_ranks(gpus, clean_env):
+    _set(clean_env, SLURM_TORCHRUN_WORKER)
+    ctx = init_distributed()
+    assert (ctx.rank, ctx.world_size, ctx.device) == (6, 8, torch.device('cuda', 2))
+
+
+@pytest.mark.parametrize('env', [OPENMPI_PROCESS, HYDRA_PROCESS, dict(
+    MV2_COMM_WORLD_RANK='6', MV2_COMM_WORLD_SIZE='8', MV2_COMM_WORLD_LOCAL_RANK='2',
+    **RENDEZVOUS)], ids=['openmpi', 'mpich', 'mvapich'])
+def test_mpirun_processes_join_one_group_from_mpis_variables(gpus, clean_env, env):
+    _set(clean_env, env)
+    ctx = init_distributed()
+    assert (ctx.rank, ctx.world_size, ctx.local_rank) == (6, 8, 2)
+    assert ctx.device == torch.device('cuda', 2)
+    assert (gpus['rank'], gpus['world_size'], gpus['backend']) == (6, 8, 'nccl')
+
+
+@pytest.mark.parametrize('env, command', [
+    (dict(OMPI_COMM_WORLD_RANK='1', OMPI_COMM_WORLD_SIZE='4', OMPI_COMM_WORLD_LOCAL_RANK='1'),
+     'mpirun -np 4 -x MASTER_ADDR={host} -x MASTER_PORT=29500 python {argv}'),
+    (dict(PMI_RANK='1', PMI_SIZE='4', MPI_LOCALRANKID='1'),
+     'mpirun -np 4 -genv MASTER_ADDR {host} -genv MASTER_PORT 29500 python {argv}'),
+    (dict(MV2_COMM_WORLD_RANK='1', MV2_COMM_WORLD_SIZE='4', MV2_COMM_WORLD_LOCAL_RANK='1'),
+     'mpirun_rsh -np 4 -hostfile <hosts> MASTER_ADDR={host} MASTER_PORT=29500 python {argv}'),
+], ids=['openmpi', 'mpich', 'mvapich'])
+def test_mpirun_without_rendezvous_is_refused_with_the_command_to_use(
+        gpus, clean_env, env, command):
+    argv = ['tools/train_ee.py', '--cfg', 'w48.yaml']
+    clean_env.setattr('sys.argv', argv)
+    _set(clean_env, env)
+    with pytest.raises(LaunchError) as info:
+        init_distributed()
+    message = str(info.value)
+    assert '\n' not in message and info.value.every_rank
+    assert message.endswith(command.format(host=socket.gethostname(), argv=' '.join(argv)))
+    assert not gpus
+
+
+@pytest.mark.parametrize('rendezvous', [{}, RENDEZVOUS], ids=['alone', 'with-rendezvous'])
+def test_batch_script_of_several_tasks_runs_one_process(gpus, clean_env, caplog, rendezvous):
+    # sbatch --ntasks 8 whose script runs python itself: no step of srun, so no peers
+    # to wait for, even with MASTER_ADDR and MASTER_PORT exported.
+    _set(clean_env, dict(BATCH_SCRIPT, **rendezvous))
+    with caplog.at_level('WARNING', logger='utils.distributed'):
+        ctx = init_distributed()
+    assert (ctx.rank, ctx.world_size, ctx.device) == (0, 1, torch.device('cuda', 0))
+    assert not gpus
+    assert 'SLURM job has 8 tasks' in caplog.text and 'srun python' in caplog.text
+
+
+def test_readme_launch_lines_are_the_tested_ones():
+    readme = open(os.path.join(ROOT, 'README.md')).read()
+    assert [line for line in README_LINES if line not in readme] == []
 
 
 @pytest.mark.parametrize('variable', ['OMPI_COMM_WORLD_LOCAL_RANK', 'SLURM_LOCALID'])
@@ -185,3 +272,48 @@ def test_mpirun_without_any_local_rank_is_refused(gpus, clean_env):
         clean_env.setenv(name, value)
     with pytest.raises(LaunchError, match='LOCAL_RANK.*cuda:0'):
         init_distributed()
+
+
+# One process of a launch: joins the group from the launcher's variables and sums the
+# ranks + 1 over it.
+JOIN = '''
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from utils.distributed import all_reduce, cleanup, init_distributed
+ctx = init_distributed()
+total = all_reduce(torch.tensor([ctx.rank + 1.0]))
+cleanup()
+print(json.dumps([ctx.rank, ctx.world_size, ctx.local_rank, str(ctx.device), total.item()]))
+'''
+
+
+def _process_env(launcher_env):
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS + OTHER_LAUNCHERS}
+    return dict(env, CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1', **launcher_env)
+
+
+@pytest.mark.parametrize('launcher', ['mpirun', 'srun'])
+def test_two_processes_join_one_gloo_group_from_the_launchers_variables(launcher):
+    # What mpirun -np 2 -x MASTER_ADDR -x MASTER_PORT, or srun -n 2 after exporting them,
+    # gives each of its two processes on one node.
+    port = str(_free_port())
+    envs = {'mpirun': lambda r: dict(OMPI_COMM_WORLD_RANK=str(r), OMPI_COMM_WORLD_SIZE='2',
+                                     OMPI_COMM_WORLD_LOCAL_RANK=str(r)),
+            'srun': lambda r: srun_task(2, r, r)}[launcher]
+    procs = [subprocess.Popen(
+        [sys.executable, '-c', JOIN, os.path.join(ROOT, 'lib')], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        env=_process_env(dict(envs(r), MASTER_ADDR='127.0.0.1', MASTER_PORT=port)))
+        for r in (0, 1)]
+    outputs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err[-2000:]
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert outputs == [[0, 2, 0, 'cpu', 3.0], [1, 2, 1, 'cpu', 3.0]]

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from utils.errors import DataError
+from utils.launchers import MPI_VARIABLES
 from utils.launch import default_argument_parser, launch
 from utils.logger import setup_logger
 
@@ -20,7 +21,8 @@ MESSAGE = 'list/cityscapes/val.lst: 2 images are missing\n  a.png\n  b.png'
 @pytest.fixture(autouse=True)
 def single_process(monkeypatch):
     for name in ('WORLD_SIZE', 'RANK', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT',
-                 'TORCHELASTIC_ERROR_FILE', 'ADPC_DEBUG'):
+                 'TORCHELASTIC_ERROR_FILE', 'ADPC_DEBUG', 'SLURM_STEP_ID', 'SLURM_STEPID') + \
+            tuple(v for names in MPI_VARIABLES.values() for v in names):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -97,3 +99,19 @@ def test_under_torchrun_the_message_goes_to_the_error_file(tmp_path, monkeypatch
     monkeypatch.setenv('RANK', '0')
     assert launch_tool(fail_with_data_error) == 2
     assert capsys.readouterr().err.startswith(f'error: {MESSAGE}\n')
+
+
+def test_mpirun_without_rendezvous_is_one_error_line_from_rank_0(monkeypatch, capsys):
+    # mpirun -np 2 python tools/train_ee.py ...: both processes refuse, rank 0 says why.
+    monkeypatch.setattr('torch.cuda.is_available', lambda: False)
+    monkeypatch.setattr('sys.argv', ['tools/train_ee.py', '--cfg', 'tiny.yaml'])
+    monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '2')
+    monkeypatch.setenv('OMPI_COMM_WORLD_RANK', '1')
+    assert launch_tool(fail_with_data_error) == 2
+    assert capsys.readouterr().err == ''
+    monkeypatch.setenv('OMPI_COMM_WORLD_RANK', '0')
+    assert launch_tool(fail_with_data_error) == 2
+    first, *hint = capsys.readouterr().err.splitlines()
+    assert first.startswith('error: mpirun (OpenMPI) started 2 processes')
+    assert first.endswith('-x MASTER_PORT=29500 python tools/train_ee.py --cfg tiny.yaml')
+    assert len(hint) == 1 and '--debug' in hint[0]
