@@ -56,7 +56,9 @@ def hub_weights_file(name, key):
         # Connection, HTTP, missing-repository and offline errors come from requests,
         # httpx or huggingface_hub itself depending on its version; each means the same
         # to the user: no file.
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:MAX_REASON]
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if len(reason) > MAX_REASON:
+            reason = reason[:MAX_REASON].rstrip() + '...'
         raise CheckpointError(f'{key} {name}: downloading {HUB_FILE} from the Hugging Face '
                               f'Hub failed ({reason}): check the network connection and the '
                               f'name, {by_hand}') from None
