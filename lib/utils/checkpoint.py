@@ -34,7 +34,8 @@ ZIP_MAGIC = b'PK'  # torch.save's format since PyTorch 1.6
 PICKLE_MAGIC = b'\x80'  # a pickle (protocol 2 or later): torch.save's legacy format
 # The HRNet-Image-Classification weights of the experiments' widths, by the width of
 # their first branch, as timm distributes them (named in messages).
-IMAGENET_WEIGHTS = {48: 'hf-hub:timm/hrnet_w48.ms_in1k', 18: 'hf-hub:timm/hrnet_w18_small_v2.ms_in1k'}
+IMAGENET_WEIGHTS = {48: 'hf-hub:timm/hrnet_w48.ms_in1k',
+                    18: 'hf-hub:timm/hrnet_w18_small_v2.ms_in1k'}
 SAFETENSORS_HEADER = 8  # bytes of the header length; the JSON header follows: '{'
 
 
@@ -89,12 +90,13 @@ def read_checkpoint(path, key=None):
 
 
 def is_safetensors(path):
-    """Whether ``path`` is a safetensors file: named so, or starting like one."""
+    """Whether ``path`` is a safetensors file: named so, or starting like one (and not
+    like a torch.save file)."""
     if path.endswith('.safetensors'):
         return True
     with open(path, 'rb') as f:
         head = f.read(SAFETENSORS_HEADER + 1)
-    return head[SAFETENSORS_HEADER:] == b'{'
+    return not head.startswith((ZIP_MAGIC, PICKLE_MAGIC)) and head[SAFETENSORS_HEADER:] == b'{'
 
 
 def read_safetensors(path, key=None):
