@@ -1,9 +1,11 @@
 """Write the Cityscapes list files of a data root.
 
-    python tools/make_cityscapes_lists.py --root data/
+    python tools/make_cityscapes_lists.py --root DIR
 
-scans data/cityscapes/leftImg8bit/{train,val,test}/ (with the matching gtFine labelIds)
-and writes data/list/cityscapes/{train,val,trainval,test}.lst.
+scans DIR/cityscapes/leftImg8bit/{train,val,test}/ (with the matching gtFine labelIds)
+and writes DIR/list/cityscapes/{train,val,trainval,test}.lst. For the complete
+Cityscapes these are the lists shipped in data/list/cityscapes/, byte for byte; the
+tool serves other copies (a subset, more cities) under a root of their own.
 """
 import argparse
 

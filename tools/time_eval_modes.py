@@ -62,12 +62,12 @@ def main():
     with tempfile.TemporaryDirectory() as root:
         generate_synthetic_cityscapes(root, num_train=0, num_val=args.images, num_test=0,
                                       height=args.height, width=args.width, progress=True)
-        args.opts += ['DATASET.ROOT', root, 'MODEL.PRETRAINED', '',
+        args.opts += ['DATASET.ROOT', root,
                       'TEST.IMAGE_SIZE', f'[{args.width}, {args.height}]',
                       'TEST.BASE_SIZE', str(max(args.width, args.height))]
         cfg = update_config(config.clone(), args)
         setup_logger(root, 'time_eval_modes', 'test', True)
-        model = get_seg_model(cfg)
+        model = get_seg_model(cfg, pretrained=False)  # timed with the file's or random weights
         if cfg.TEST.MODEL_FILE:
             load_model_weights(model, cfg.TEST.MODEL_FILE)
         rows = time_modes(model, cfg, DistContext(), args.modes)

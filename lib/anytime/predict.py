@@ -58,11 +58,7 @@ def load_model(cfg, cfg_path, device):
     Returns:
         tuple[AnytimeHRNet, str]: the model and where its weights came from.
     """
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.PRETRAINED = ''  # the checkpoint replaces every weight
-    cfg.freeze()
-    model = models.get_seg_model(cfg)
+    model = models.get_seg_model(cfg, pretrained=False)  # the checkpoint replaces every weight
     weights = cfg.TEST.MODEL_FILE
     if not weights and os.path.basename(cfg_path) == RUN_CONFIG:
         weights = os.path.join(os.path.dirname(os.path.abspath(cfg_path)), FINAL_STATE)

@@ -25,7 +25,9 @@ _C.CUDNN.ENABLED = True  # use cuDNN at all
 
 _C.MODEL = CN()
 _C.MODEL.NAME = 'model_anytime'  # module in lib/models providing get_seg_model(cfg)
-_C.MODEL.PRETRAINED = ''  # HRNet ImageNet weights; '' = random init (std 0.001)
+# HRNet ImageNet weights: a .pth or .safetensors file, or hf-hub:OWNER/REPO (README);
+# '' = random init (std 0.001)
+_C.MODEL.PRETRAINED = ''
 _C.MODEL.LOAD_STAGE = 0  # 0: keys present in both; 1: strip 'model.', skip exits; 2: strip 'model.', take all
 # BatchNorm running-statistics momentum: HRNet's 0.01 averages over ~100 steps, which
 # suits long runs; a run of a few hundred steps needs a larger one (0.1) or its

@@ -54,6 +54,10 @@ def list_problems(root, list_path, num_samples=0):
         return [str(e)]
     if num_samples > 0:
         entries = entries[:num_samples]
+    base = os.path.join(root, 'cityscapes')
+    if entries and not os.path.isdir(base):  # one line, not one per listed file
+        return [f'{base} does not exist: unpack Cityscapes there or link a copy '
+                f'(ln -s /path/to/cityscapes {base})']
     problems = []
     for image, label in entries:
         image_path = os.path.join(root, 'cityscapes', image)
@@ -95,6 +99,7 @@ def check_training_inputs(cfg, stride=32):
     lists.append((cfg.DATASET.TEST_SET, cfg.TEST.NUM_SAMPLES))
     for list_path, num_samples in dict.fromkeys(lists):
         problems += list_problems(cfg.DATASET.ROOT, list_path, num_samples)
+    problems = list(dict.fromkeys(problems))  # a missing folder is every list's problem
     if problems:
         shown = problems[:MAX_PROBLEMS]
         more = len(problems) - len(shown)

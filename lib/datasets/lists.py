@@ -8,6 +8,8 @@ Layout under a data root ``ROOT`` (ADP-C spec, section 4)::
 
 A list file has one sample per line, ``image<TAB>label``, both relative to
 ``ROOT/cityscapes``; the test list holds the image only, since its labels are withheld.
+Lines are sorted by path within each split and end with ``\n``: for the complete
+Cityscapes, the lists of the original release, which data/list/cityscapes/ ships.
 """
 import glob
 import os
@@ -21,10 +23,12 @@ SPLITS = ('train', 'val', 'test')
 LABELLED_SPLITS = ('train', 'val')
 LIST_NAMES = ('train', 'val', 'trainval', 'test')
 
-# Appended to "file not found" errors: the lists are generated, never written by hand.
-LIST_TOOLS_HINT = ('Make the lists with tools/make_cityscapes_lists.py --root DIR for real '
-                   'Cityscapes data, or generate a small synthetic data set with its lists '
-                   'with tools/make_synthetic_cityscapes.py --root DIR.')
+# Appended to "file not found" errors: the lists are shipped or generated, never written
+# by hand.
+LIST_TOOLS_HINT = ('The Cityscapes lists ship in data/list/cityscapes/ for the data set in '
+                   'data/cityscapes/ (see data/README.md); make lists of other data with '
+                   'tools/make_cityscapes_lists.py --root DIR, or generate a small synthetic '
+                   'data set with its lists with tools/make_synthetic_cityscapes.py --root DIR.')
 
 
 def label_path_for(image_path):
@@ -125,7 +129,7 @@ def write_cityscapes_lists(root, samples):
     list_dir = os.path.join(root, LIST_DIR)
     os.makedirs(list_dir, exist_ok=True)
     for name, entries in lists.items():
-        with open(os.path.join(list_dir, name + '.lst'), 'w') as handle:
+        with open(os.path.join(list_dir, name + '.lst'), 'w', newline='\n') as handle:
             handle.writelines('\t'.join(entry) + '\n' for entry in entries)
     return {name: len(entries) for name, entries in lists.items()}
 

@@ -16,6 +16,7 @@ The labelIds files hold real Cityscapes labelIds, so the data go through the sam
 label mapping as real Cityscapes. For a given seed, every image is the same whatever
 the number of images requested: image ``i`` of a split uses its own random stream.
 """
+import glob
 import os
 import shutil
 
@@ -25,7 +26,7 @@ import numpy as np
 from utils.errors import ConfigError, DataError
 from utils.logger import progress as show_progress
 from .lists import (IMAGE_DIR, IMAGE_SUFFIX, LABEL_DIR, LABEL_SUFFIX, LABELLED_SPLITS,
-                    SPLITS, write_cityscapes_lists)
+                    LIST_DIR, SPLITS, write_cityscapes_lists)
 
 # Real Cityscapes city names, disjoint between splits as in the real data set.
 CITIES = {
@@ -304,13 +305,19 @@ def generate_synthetic_cityscapes(root, *, num_train=24, num_val=8, num_test=4,
 
     Raises:
         DataError: ``root/cityscapes`` exists, is not empty and was not made by
-            this generator (real data are never overwritten).
+            this generator, or ``root/list/cityscapes`` holds lists of other data (real
+            data and their lists, e.g. those shipped in data/, are never overwritten).
     """
     base = os.path.join(root, 'cityscapes')
-    if os.path.isdir(base) and os.listdir(base):
-        if not os.path.isfile(os.path.join(base, MARKER)):
-            raise DataError(f'{base} already holds data that this generator did not '
-                            'write; choose another --root.')
+    synthetic = os.path.isfile(os.path.join(base, MARKER))
+    if os.path.isdir(base) and os.listdir(base) and not synthetic:
+        raise DataError(f'{base} already holds data that this generator did not '
+                        'write; choose another --root.')
+    list_dir = os.path.join(root, LIST_DIR)
+    if not synthetic and glob.glob(os.path.join(list_dir, '*.lst')):
+        raise DataError(f'{list_dir} holds list files that this generator did not write; '
+                        'choose another --root, e.g. data/synthetic.')
+    if synthetic:
         shutil.rmtree(base)  # an earlier synthetic set: replace it as a whole
     os.makedirs(base, exist_ok=True)
     with open(os.path.join(base, MARKER), 'w') as handle:

@@ -200,14 +200,10 @@ def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None, show_d
         if os.path.basename(os.path.dirname(out_dir)) == EVAL_DIR:
             atomic_write_text(os.path.join(out_dir, RUN_CONFIG),
                               _evaluation_config(cfg, model_file))
+    apply_cudnn(cfg)
     # The checkpoint replaces every weight, so ImageNet initialisation would only cost
     # time (and fail where the pretrained file is absent).
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.PRETRAINED = ''
-    cfg.freeze()
-    apply_cudnn(cfg)
-    model = models.get_seg_model(cfg)
+    model = models.get_seg_model(cfg, pretrained=False)
     load_model_weights(model, model_file)
     return evaluate_model(model.to(ctx.device), cfg, out_dir, ctx, submit_dir, submit_exit,
                           show_dir=show_dir)

@@ -9,10 +9,11 @@ from . import model_anytime
 MODELS = {'model_anytime': model_anytime.get_seg_model}
 
 
-def get_seg_model(cfg):
-    """Build the model named by MODEL.NAME (weights from MODEL.PRETRAINED applied)."""
+def get_seg_model(cfg, pretrained=True):
+    """Build the model named by MODEL.NAME, with the weights of MODEL.PRETRAINED unless
+    ``pretrained`` is False (a checkpoint will replace every weight)."""
     try:
         builder = MODELS[cfg.MODEL.NAME]
     except KeyError:
         raise ValueError(f'MODEL.NAME {cfg.MODEL.NAME!r} is not one of {sorted(MODELS)}') from None
-    return builder(cfg)
+    return builder(cfg, pretrained)

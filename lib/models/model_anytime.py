@@ -335,9 +335,17 @@ def build_model(cfg):
         bn_momentum=cfg.MODEL.BN_MOMENTUM)
 
 
-def get_seg_model(cfg):
-    """Build the network of MODEL.NAME 'model_anytime' and apply MODEL.PRETRAINED."""
+def get_seg_model(cfg, pretrained=True):
+    """Build the network of MODEL.NAME 'model_anytime' and apply MODEL.PRETRAINED.
+
+    Args:
+        cfg (CfgNode): the config.
+        pretrained (bool): False builds the random initialisation only, without a word
+            in the log: for a caller that loads a checkpoint replacing every weight.
+    """
     model = build_model(cfg)
+    if not pretrained:
+        return model
     if cfg.MODEL.PRETRAINED:
         load_pretrained(model, cfg.MODEL.PRETRAINED, cfg.MODEL.LOAD_STAGE)
     else:

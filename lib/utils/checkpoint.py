@@ -4,6 +4,8 @@ Checkpoints are untrusted data: they are downloaded and shared, and unpickling a
 can run any code it holds. So every file is read with ``torch.load(weights_only=True)``
 (tensors, numbers, strings, lists and dicts only) and refused otherwise;
 ``tools/convert_checkpoint.py --trust`` rewrites a trusted file of another format once.
+ImageNet weights may also be a ``.safetensors`` file (a header and raw tensor bytes, with
+nothing to execute), e.g. the HRNet weights timm distributes on the Hugging Face Hub.
 
 Checkpoints of the original release hold the training wrapper's state dict: the model's
 keys prefixed with ``model.`` plus ``loss.criterion.weight``. Bare model state dicts and
@@ -17,8 +19,11 @@ import re
 
 import torch
 import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors_file
 
 from .errors import CheckpointError, ConfigError
+from .hub import hub_weights_file, is_hub_name
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +32,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 EXPERIMENTS = os.path.join(ROOT, 'experiments')
 ZIP_MAGIC = b'PK'  # torch.save's format since PyTorch 1.6
 PICKLE_MAGIC = b'\x80'  # a pickle (protocol 2 or later): torch.save's legacy format
+# The HRNet-Image-Classification weights of the experiments' widths, by the width of
+# their first branch, as timm distributes them (named in messages).
+IMAGENET_WEIGHTS = {48: 'hf-hub:timm/hrnet_w48.ms_in1k',
+                    18: 'hf-hub:timm/hrnet_w18_small_v2.ms_in1k'}
+SAFETENSORS_HEADER = 8  # bytes of the header length; the JSON header follows: '{'
 
 
 class UnsafeCheckpointError(CheckpointError):
@@ -77,6 +87,29 @@ def read_checkpoint(path, key=None):
         reason = str(e).split('. ')[0] or type(e).__name__
         raise CheckpointError(f'{name} is truncated or damaged ({reason}): copy or download '
                               'it again') from None
+
+
+def is_safetensors(path):
+    """Whether ``path`` is a safetensors file: named so, or starting like one (and not
+    like a torch.save file)."""
+    if path.endswith('.safetensors'):
+        return True
+    with open(path, 'rb') as f:
+        head = f.read(SAFETENSORS_HEADER + 1)
+    return not head.startswith((ZIP_MAGIC, PICKLE_MAGIC)) and head[SAFETENSORS_HEADER:] == b'{'
+
+
+def read_safetensors(path, key=None):
+    """The tensors of a safetensors file, by name, on the CPU.
+
+    Raises:
+        CheckpointError: the file is damaged or no safetensors file.
+    """
+    try:
+        return load_safetensors_file(path, device='cpu')
+    except SafetensorError as e:
+        raise CheckpointError(f'{_describe_file(path, key)} is truncated or damaged ({e}): '
+                              'copy or download it again') from None
 
 
 def model_state(checkpoint):
@@ -243,29 +276,66 @@ def load_model_weights(model, source):
                 variant_name(describe_variant(state)))
 
 
+def _top_names(keys):
+    """The first component of each key, once each, in order: 'conv1', 'layer1', ..."""
+    return list(dict.fromkeys(k.split('.')[0] for k in keys))
+
+
+def _imagenet_advice(own):
+    """What to set MODEL.PRETRAINED to, for a model of state dict ``own``."""
+    width = describe_variant(own)['width']
+    weights = (IMAGENET_WEIGHTS[width] if width in IMAGENET_WEIGHTS
+               else f'a file of HRNet-W{width} ImageNet weights')
+    return f"set MODEL.PRETRAINED to {weights}, or '' for a random initialisation"
+
+
+def _nothing_taken(name, state, own, load_stage):
+    """The error for a weights file none of whose tensors the model has."""
+    keys = sorted(state)
+    held = (f'its {len(keys)} tensors are named like {", ".join(keys[:3])}'
+            f'{", ..." if len(keys) > 3 else ""}' if keys else 'it holds no tensors')
+    hint = ''
+    if load_stage == 0 and any(k.startswith('model.') for k in keys):
+        hint = " (its keys start with 'model.': MODEL.LOAD_STAGE 2 strips that prefix)"
+    return CheckpointMismatchError(
+        f'{name} holds no tensor of this model: {held}; the model expects names under '
+        f'{", ".join(_top_names(own))}{hint}: {_imagenet_advice(own)}')
+
+
 def load_pretrained(model, path, load_stage=0):
     """Initialise ``model`` from HRNet weights (MODEL.PRETRAINED, MODEL.LOAD_STAGE).
 
-    LOAD_STAGE 0 takes every tensor whose key the model has; 1 strips a ``model.``
-    prefix and skips the exit heads; 2 strips the prefix and takes everything that
-    matches. Keys the model lacks (e.g. the ImageNet classifier) are skipped and counted.
+    ``path`` is a ``.pth`` file (read weights-only), a ``.safetensors`` file, or
+    ``hf-hub:OWNER/REPO``: that repository's ``model.safetensors``, downloaded once (see
+    :mod:`utils.hub`). LOAD_STAGE 0 takes every tensor whose key the model has; 1 strips
+    a ``model.`` prefix and skips the exit heads; 2 strips the prefix and takes
+    everything that matches. Keys the model lacks (e.g. the ImageNet classifier) are
+    skipped and counted; a file of which the model takes nothing is refused.
     """
     if load_stage not in (0, 1, 2):
         raise ConfigError(f'MODEL.LOAD_STAGE must be 0, 1 or 2, got {load_stage}')
-    if not os.path.isfile(path):
-        raise CheckpointError(f'MODEL.PRETRAINED file not found: {path} (set MODEL.PRETRAINED '
-                              f"'' for a random initialisation)")
-    name = _describe_file(path, 'MODEL.PRETRAINED')
-    checkpoint = read_checkpoint(path, 'MODEL.PRETRAINED')
-    if isinstance(checkpoint, dict):
-        checkpoint = checkpoint.get('state_dict', checkpoint)
-    state = _tensors(checkpoint, name)
+    own = model.state_dict()
+    key, file = 'MODEL.PRETRAINED', path
+    if is_hub_name(path):
+        key, file = f'{key} {path}', hub_weights_file(path, key)
+    elif not os.path.isfile(path):
+        raise CheckpointError(f'MODEL.PRETRAINED file not found: {path} '
+                              f'({_imagenet_advice(own)})')
+    name = _describe_file(file, key)
+    if is_safetensors(file):
+        state = read_safetensors(file, key)
+    else:
+        checkpoint = read_checkpoint(file, key)
+        if isinstance(checkpoint, dict):
+            checkpoint = checkpoint.get('state_dict', checkpoint)
+        state = _tensors(checkpoint, name)
     if load_stage > 0:
         state = {k[len('model.'):] if k.startswith('model.') else k: v for k, v in state.items()}
-    own = model.state_dict()
     taken = {k: v for k, v in state.items() if k in own}
     if load_stage == 1:
         taken = {k: v for k, v in taken.items() if not k.startswith('exit')}
+    if not taken:
+        raise _nothing_taken(name, state, own, load_stage)
     wrong = [f'{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}'
              for k, v in taken.items() if v.shape != own[k].shape]
     if wrong:
@@ -273,9 +343,8 @@ def load_pretrained(model, path, load_stage=0):
         what = f'holds HRNet-W{found} weights' if found and found != built else 'does not fit'
         raise CheckpointMismatchError(
             f'{name} {what}; the config builds a W{built} model ({", ".join(wrong[:3])}'
-            f'{", ..." if len(wrong) > 3 else ""}): use the HRNet weights of width {built}, or '
-            "MODEL.PRETRAINED '' for a random initialisation")
+            f'{", ..." if len(wrong) > 3 else ""}): {_imagenet_advice(own)}')
     model.load_state_dict(taken, strict=False)
-    logger.info('MODEL.PRETRAINED %s (LOAD_STAGE %d): took %d tensors, skipped %d of the file, '
-                '%d of the model keep their random init', path, load_stage, len(taken),
+    logger.info('%s (LOAD_STAGE %d): took %d tensors, skipped %d of the file, '
+                '%d of the model keep their random init', name, load_stage, len(taken),
                 len(state) - len(taken), len(own) - len(taken))

@@ -62,6 +62,17 @@ def test_every_problem_is_listed_with_its_file(root):
     assert val_label in message and '20x10' in message
 
 
+def test_missing_cityscapes_folder_is_one_problem(root):
+    # data/ as the repository ships it: the lists, no data set linked yet.
+    shutil.rmtree(os.path.join(root, 'cityscapes'))
+    with pytest.raises(DataError) as error:
+        check_training_inputs(cfg_for(root))
+    message = str(error.value)
+    assert '1 problem(s)' in message
+    assert (f'{root}/cityscapes does not exist: unpack Cityscapes there or link a copy '
+            f'(ln -s /path/to/cityscapes {root}/cityscapes)') in message
+
+
 def test_at_most_twenty_problems_are_shown(root):
     with open(os.path.join(root, 'list', 'cityscapes', 'val.lst'), 'w') as f:
         f.writelines(f'leftImg8bit/val/x/missing{i}_leftImg8bit.png\tgtFine/val/x/m{i}.png\n'

@@ -66,3 +66,50 @@ def test_read_list_rejects_malformed_lines(tmp_path):
     (tmp_path / 'mixed.lst').write_text('a.png\tb.png\nc.png\n')
     with pytest.raises(ValueError, match='mixes'):
         read_list(str(tmp_path), 'mixed.lst')
+
+
+SHIPPED = os.path.join(os.path.dirname(__file__), '..', '..', 'data', 'list', 'cityscapes')
+SHIPPED_LINES = {'train': 2975, 'val': 500, 'trainval': 3475, 'test': 1525}
+
+
+def shipped_bytes(name):
+    with open(os.path.join(SHIPPED, name + '.lst'), 'rb') as handle:
+        return handle.read()
+
+
+def test_shipped_lists_are_the_cityscapes_splits():
+    splits = {'train': {'train'}, 'val': {'val'}, 'trainval': {'train', 'val'}, 'test': {'test'}}
+    entries = {}
+    for name, count in SHIPPED_LINES.items():
+        text = shipped_bytes(name).decode('ascii')
+        assert text.endswith('\n') and '\r' not in text, name
+        entries[name] = text.splitlines()
+        assert len(entries[name]) == count, name
+        assert entries[name] == sorted(entries[name]), name
+        fields = [line.split('\t') for line in entries[name]]
+        assert {f[0].split('/')[1] for f in fields} == splits[name], name
+        if name == 'test':
+            assert all(len(f) == 1 for f in fields)
+        else:
+            assert all(len(f) == 2 and f[1] == label_path_for(f[0]) for f in fields), name
+    assert entries['trainval'] == entries['train'] + entries['val']
+
+
+def test_make_lists_writes_the_shipped_lists_from_a_complete_cityscapes(tmp_path):
+    base = tmp_path / 'cityscapes'
+    for name in ('train', 'val', 'test'):
+        for line in shipped_bytes(name).decode('ascii').splitlines():
+            image = line.split('\t')[0]
+            # As in the downloaded archives: test labels exist (but are not listed), and
+            # every label comes with colour, instance and polygon files.
+            label = label_path_for(image)
+            stem = label[:-len('_labelIds.png')]
+            for path in (image, label, stem + '_color.png', stem + '_instanceIds.png',
+                         stem + '_polygons.json'):
+                (base / path).parent.mkdir(parents=True, exist_ok=True)
+                (base / path).touch()
+    counts = make_cityscapes_lists(str(tmp_path))
+    assert counts == SHIPPED_LINES
+    for name in SHIPPED_LINES:
+        written = (tmp_path / 'list' / 'cityscapes' / (name + '.lst')).read_bytes()
+        assert written == shipped_bytes(name), name

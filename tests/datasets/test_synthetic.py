@@ -141,6 +141,19 @@ def test_regenerating_replaces_a_synthetic_tree_but_never_other_data(synthetic_a
         generate_synthetic_cityscapes(str(other), **args)
 
 
+def test_lists_of_other_data_are_never_overwritten(synthetic_args, tmp_path):
+    # A root like the repository's data/: shipped Cityscapes lists, no images linked yet.
+    lists = tmp_path / 'list' / 'cityscapes'
+    lists.mkdir(parents=True)
+    shipped = 'leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png\n'
+    (lists / 'test.lst').write_text(shipped)
+    with pytest.raises(DataError, match=f'{lists} holds list files that this generator did '
+                                        'not write; choose another --root'):
+        generate_synthetic_cityscapes(str(tmp_path), **synthetic_args)
+    assert (lists / 'test.lst').read_text() == shipped
+    assert not (tmp_path / 'cityscapes').exists()
+
+
 def test_too_small_images_are_refused():
     with pytest.raises(ConfigError, match='at least 32x32'):
         render_scene(16, 64, np.random.default_rng(0))

@@ -1,4 +1,5 @@
 import copy
+import logging
 
 import pytest
 import torch
@@ -241,3 +242,16 @@ def test_next_exit_continues_one_state_under_several_thresholds(execution):
             fresh.mask_threshold = t
             for a, b in zip(got, fresh(x)):
                 assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_model_for_a_checkpoint_skips_and_does_not_mention_pretrained_weights(tmp_path, caplog):
+    from models import get_seg_model
+    cfg = tiny_cfg('ee', 'MODEL.PRETRAINED', str(tmp_path / 'absent.pth'))
+    with caplog.at_level(logging.INFO):
+        model = get_seg_model(cfg, pretrained=False)  # the absent file is never read
+    assert 'PRETRAINED' not in caplog.text
+    assert set(model.state_dict()) == set(tiny_model('ee').state_dict())
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        get_seg_model(tiny_cfg('ee'))
+    assert 'MODEL.PRETRAINED is empty: random initialisation' in caplog.text

@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from datasets.synthetic import generate_synthetic_cityscapes
 
@@ -95,3 +97,14 @@ def test_under_torchrun_the_error_is_printed_once_and_is_the_root_cause(data_roo
 def test_the_other_tools_print_one_line(argv, pattern, tmp_path):
     proc = run_tool(*[a.format(tmp=tmp_path) for a in argv])
     assert_one_error(proc, pattern)
+
+
+def test_pretrained_weights_of_another_network_stop_training(data_root, tmp_path):
+    weights = str(tmp_path / 'resnet.safetensors')
+    save_file({'fc.weight': torch.zeros(10, 4), 'fc.bias': torch.zeros(10)}, weights)
+    out = str(tmp_path / 'output')
+    proc = run_tool('tools/train_ee.py', '--cfg', TINY, 'DATASET.ROOT', data_root,
+                    'OUTPUT_DIR', out, 'MODEL.PRETRAINED', weights)
+    assert_one_error(proc, r'MODEL\.PRETRAINED .*resnet\.safetensors holds no tensor of this '
+                           r'model: its 2 tensors are named like fc\.bias, fc\.weight')
+    assert not os.path.exists(os.path.join(out, 'cityscapes', 'tiny_adpc', 'final_state.pth'))

@@ -225,5 +225,6 @@ def test_pretrained_of_another_width_is_refused(tmp_path):
     torch.save(imagenet_like(wide), path)
     with pytest.raises(CheckpointMismatchError,
                        match=r'MODEL.PRETRAINED .*other.pth holds HRNet-W8 weights; the config '
-                             r'builds a W4 model .*use the HRNet weights of width 4'):
+                             r'builds a W4 model .*set MODEL.PRETRAINED to a file of HRNet-W4 '
+                             r"ImageNet weights, or '' for a random initialisation"):
         load_pretrained(tiny_model('ee'), str(path))
