@@ -28,7 +28,7 @@ from datasets.transforms import normalize
 from models.flops import anytime_flops, flops_table, with_mean
 from models.model_anytime import build_model
 from utils.checkpoint import load_model_weights
-from utils.launch import reporting_user_errors
+from utils.launch import add_overrides_argument, parse_command_line, reporting_user_errors
 
 
 def parse_args():
@@ -38,8 +38,8 @@ def parse_args():
                         help='input size; default TEST.IMAGE_SIZE (given there as [w, h])')
     parser.add_argument('--image', help='image whose confidence masks to count (masked models)')
     parser.add_argument('--json', help='write {"gflops", "params", "gflops_mean"} here')
-    parser.add_argument('opts', nargs=argparse.REMAINDER, help='KEY VALUE config overrides')
-    return parser.parse_args()
+    add_overrides_argument(parser)
+    return parse_command_line(parser)
 
 
 def read_image(path):

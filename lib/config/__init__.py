@@ -15,6 +15,7 @@ This package imports nothing of the rest of lib/: everything else may import it.
 """
 import difflib
 import os
+import re
 
 import yaml
 from yacs.config import CfgNode
@@ -24,7 +25,7 @@ from .errors import ConfigError
 
 __all__ = ['config', 'default_config', 'update_config', 'merge_yaml', 'load_config_file',
            'config_differences', 'ConfigKeyError', 'ConfigError', 'KEY_ALIASES', 'ALLOWED',
-           'check_allowed']
+           'check_allowed', 'names_a_key']
 
 BASE_KEY = '_BASE_'
 COMMAND_LINE = 'the command line'
@@ -46,6 +47,9 @@ KEY_ALIASES = {
 }
 
 _DEFAULTS = config.clone()  # taken before anyone merges into ``config``
+
+# Upper-case words joined by dots, as every key is written: 'MASK.CONF_THRE', 'WORKERS'.
+_KEY_FORM = re.compile(r'[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*')
 
 
 class ConfigKeyError(ConfigError):
@@ -71,6 +75,20 @@ def flat_items(node, prefix=''):
         else:
             items[prefix + name] = value
     return items
+
+
+def names_a_key(word):
+    """Whether a command-line word is a config key: written as one (upper case, dotted)
+    and starting with a declared name (``MASK.CONF_THRE``, ``WORKERS``, also a misspelt
+    ``MASK.CONF_THR``) or named in ``KEY_ALIASES`` (``SOLVER.BASE_LR``), so that the
+    tools take it and the next word as an override wherever they stand.
+
+    A file named like a key (``TEST.PNG``) is given with its folder: ``./TEST.PNG``.
+    """
+    if not _KEY_FORM.fullmatch(word):
+        return False
+    return (word.split('.', 1)[0] in _DEFAULTS or word in KEY_ALIASES
+            or word.rsplit('.', 1)[-1] in KEY_ALIASES)
 
 
 def _suggestion(full_key):
