@@ -28,6 +28,7 @@ from datasets.transforms import normalize
 from models.flops import anytime_flops, flops_table, with_mean
 from models.model_anytime import build_model
 from utils.checkpoint import load_model_weights
+from utils.image_files import read_image_checked
 from utils.launch import add_overrides_argument, parse_command_line, reporting_user_errors
 
 
@@ -43,10 +44,7 @@ def parse_args():
 
 
 def read_image(path):
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f'cannot read image {path}')
-    return torch.from_numpy(normalize(image))[None]
+    return torch.from_numpy(normalize(read_image_checked(path, cv2.IMREAD_COLOR)))[None]
 
 
 def model_file(cfg, cfg_path):

@@ -17,6 +17,7 @@ from datasets.labels import colorize, label_ids_to_train_ids, train_ids_to_label
 from datasets.transforms import normalize
 from utils.checkpoint import load_model_weights
 from utils.errors import DataError
+from utils.image_files import read_image_checked
 from utils.launch import add_overrides_argument
 from utils.runtime import sync
 from .anytime import AnytimePredictor
@@ -82,10 +83,7 @@ def read_image(path):
     Raises:
         DataError: the file is missing or not an image.
     """
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(f'{path}: ' + ('no such file' if not os.path.isfile(path)
-                                       else 'OpenCV cannot read it as an image'))
+    bgr = read_image_checked(path, cv2.IMREAD_COLOR)
     return torch.from_numpy(normalize(bgr)), np.ascontiguousarray(bgr[:, :, ::-1])
 
 
@@ -96,7 +94,7 @@ def cityscapes_label(image_path, ignore_label):
         .replace('_leftImg8bit.png', '_gtFine_labelIds.png')
     if path == image_path or not os.path.isfile(path):
         return None
-    return label_ids_to_train_ids(cv2.imread(path, cv2.IMREAD_GRAYSCALE), ignore_label)
+    return label_ids_to_train_ids(read_image_checked(path, cv2.IMREAD_GRAYSCALE), ignore_label)
 
 
 def write_prediction(labels, out_dir, name):
