@@ -285,12 +285,14 @@ def run_sweep(cfg, cfg_path, ctx, thresholds, criterion=None, out_dir=None, comp
         list[dict]: the rows.
     """
     import datasets
+    from datasets.checks import check_evaluation_inputs
     from .loaders import eval_loader
     from .predict import load_model
     from utils.logger import setup_logger
     from .testing import resolve_test_paths
 
     run_dir, model_file = resolve_test_paths(cfg, cfg_path)
+    check_evaluation_inputs(cfg)  # before anything is written
     if ctx.is_main:
         out_dir = out_dir or free_directory(os.path.join(run_dir, 'sweep'))
     stem = os.path.splitext(os.path.basename(cfg_path))[0]
