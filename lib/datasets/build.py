@@ -25,8 +25,8 @@ def build_dataset(cfg, list_path, train):
 
     Raises:
         ValueError: DATASET.DATASET is not a known data set, or an IMAGE_SIZE is not [w, h].
-        DataError: the root, the list or a listed file is missing, or the list is
-            malformed (the data set's own message).
+        DataError: the root, the list or a listed file is missing (the data set's own
+            message).
     """
     name = cfg.DATASET.DATASET
     if name not in DATASETS:
