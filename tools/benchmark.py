@@ -22,7 +22,8 @@ from models.model_anytime import build_model
 from models.sparse.benchmark import benchmark_end_to_end, benchmark_evaluation, \
     benchmark_segments, end_to_end_table, segment_table
 from utils.checkpoint import load_model_weights
-from utils.launch import comma_floats, reporting_user_errors
+from utils.launch import add_overrides_argument, comma_floats, parse_command_line, \
+    reporting_user_errors
 from utils.runtime import device_name
 
 TOLERANCE = 1e-4  # max |mode - dense| relative to the logits' scale
@@ -74,8 +75,8 @@ def parse_args():
                         help="set every masked convolution's RBF Lambda (initial 3.0; the "
                              "fill reaches 1 pixel at 3.0, 3 pixels at 1.0 or less)")
     parser.add_argument('--json', help='write the figures here')
-    parser.add_argument('opts', nargs=argparse.REMAINDER, help='KEY VALUE config overrides')
-    return parser.parse_args()
+    add_overrides_argument(parser)
+    return parse_command_line(parser)
 
 
 def main():

@@ -26,7 +26,7 @@ from datasets.loaders import STRIDE, pad_to, padded_size
 from models.flops import anytime_flops, flops_table, with_mean
 from models.model_anytime import build_model
 from utils.checkpoint import load_model_weights
-from utils.launch import reporting_user_errors
+from utils.launch import add_overrides_argument, parse_command_line, reporting_user_errors
 from utils.run_dir import FINAL_STATE, RUN_CONFIG
 
 
@@ -37,8 +37,8 @@ def parse_args():
                         help='input size; default TEST.IMAGE_SIZE (given there as [w, h])')
     parser.add_argument('--image', help='image whose confidence masks to count (masked models)')
     parser.add_argument('--json', help='write {"gflops", "params", "gflops_mean"} here')
-    parser.add_argument('opts', nargs=argparse.REMAINDER, help='KEY VALUE config overrides')
-    return parser.parse_args()
+    add_overrides_argument(parser)
+    return parse_command_line(parser)
 
 
 def model_file(cfg, cfg_path):

@@ -16,7 +16,7 @@ import argparse
 import _init_paths  # noqa: F401
 import torch
 
-from utils.launch import reporting_user_errors
+from utils.launch import parse_command_line, reporting_user_errors
 from anytime.predict import add_model_arguments, model_from_args, predict_files
 
 
@@ -27,7 +27,7 @@ def parse_args(argv=None):
     parser.add_argument('--budget-ms', type=float, help='time budget per image')
     parser.add_argument('--profile', help='latency profile (tools/profile_latency.py)')
     add_model_arguments(parser)
-    return parser.parse_intermixed_args(argv)
+    return parse_command_line(parser, argv)
 
 
 def main(argv=None):

@@ -19,7 +19,7 @@ import json
 import _init_paths  # noqa: F401
 import torch
 
-from utils.launch import comma_floats, reporting_user_errors
+from utils.launch import comma_floats, parse_command_line, reporting_user_errors
 from anytime.predictor import AnytimePredictor, budget_grid, evaluate_predictor
 from anytime.latency import DENSITIES, LatencyProfile, measure_profile, profile_table
 from anytime.predict import add_model_arguments, model_from_args
@@ -43,7 +43,7 @@ def parse_args(argv=None):
                         default=[[0.8, 0.6, 0.35], [0.3, 0.2, 0.1], [1.0, 1.0, 1.0]],
                         help='mask densities of segments 1-3, one comma-separated set each')
     parser.add_argument('--json', help='write the evaluation here')
-    args = parser.parse_intermixed_args(argv)
+    args = parse_command_line(parser, argv)
     if not (args.out or args.profile):
         parser.error('give --out to write a profile, or --profile to use one')
     if any(len(s) != 3 for s in args.eval_densities):

@@ -16,7 +16,7 @@ import functools
 import _init_paths  # noqa: F401
 from anytime.sweep import run_sweep
 from utils.distributed import add_launcher_arguments
-from utils.launch import launch
+from utils.launch import add_overrides_argument, launch, parse_command_line
 
 
 def main(argv=None):
@@ -31,8 +31,8 @@ def main(argv=None):
     parser.add_argument('--compare', nargs='+', default=[],
                         help='folders with result.txt and test_stats.json to plot as references')
     parser.add_argument('--latency', action='store_true', help='also time each exit')
-    parser.add_argument('opts', nargs='*', help='KEY VALUE config overrides')
-    args = parser.parse_intermixed_args(argv)  # overrides before or after the options
+    add_overrides_argument(parser)
+    args = parse_command_line(parser, argv)
     launch(functools.partial(run_sweep, thresholds=args.thresholds, criterion=args.criterion,
                              out_dir=args.out, compare=args.compare, latency=args.latency),
            args)

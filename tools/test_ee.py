@@ -14,31 +14,11 @@ only. TEST.FLIP_TEST, TEST.MULTI_SCALE and TEST.SCALE_LIST add flipped and resca
 passes; inputs larger than TEST.IMAGE_SIZE run as sliding windows. ``--show-dir DIR``
 also writes one PNG panel per image (see tools/visualize.py).
 """
-import sys
 from functools import partial
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 from evaluation.run import run_evaluation
-from utils.launch import default_argument_parser, launch
-
-# Options that may also follow the KEY VALUE overrides (as in the README's commands).
-TRAILING_OPTIONS = ('--submit', '--exit', '--show-dir')
-
-
-def options_first(argv, names=TRAILING_OPTIONS):
-    """``argv`` with the options ``names`` (and their values) moved to the front, since
-    the overrides take every argument after the first KEY."""
-    front, rest, i = [], [], 0
-    while i < len(argv):
-        name = argv[i].split('=', 1)[0]
-        if name in names:
-            takes_value = '=' not in argv[i] and i + 1 < len(argv)
-            front += argv[i:i + 2] if takes_value else argv[i:i + 1]
-            i += 2 if takes_value else 1
-        else:
-            rest.append(argv[i])
-            i += 1
-    return front + rest
+from utils.launch import default_argument_parser, launch, parse_command_line
 
 
 def main(argv=None):
@@ -53,7 +33,7 @@ def main(argv=None):
     parser.add_argument('--show-dir', metavar='DIR',
                         help='also write a panel of every image (input, ground truth, exits, '
                              'masks, confidence, errors) into DIR')
-    args = parser.parse_args(options_first(sys.argv[1:] if argv is None else argv))
+    args = parse_command_line(parser, argv)
     if args.exit is not None and args.submit is None:
         parser.error('--exit K selects the exit that --submit writes; add --submit DIR')
     launch(partial(run_evaluation, submit_dir=args.submit, submit_exit=args.exit,

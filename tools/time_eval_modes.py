@@ -28,7 +28,7 @@ from models import get_seg_model
 from utils.checkpoint import load_model_weights
 from utils.distributed import DistContext
 from utils.logger import setup_logger
-from utils.launch import reporting_user_errors
+from utils.launch import add_overrides_argument, parse_command_line, reporting_user_errors
 
 
 def main():
@@ -43,10 +43,8 @@ def main():
                         help='modes to time (all); plain is always timed')
     parser.add_argument('--threads', type=int, default=0,
                         help='torch threads (0: PyTorch default)')
-    parser.add_argument('opts', nargs='*', default=[],
-                        help='config overrides as KEY VALUE pairs (before --modes, which '
-                             'takes every word after it)')
-    args = parser.parse_intermixed_args()
+    add_overrides_argument(parser)
+    args = parse_command_line(parser)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.writer:

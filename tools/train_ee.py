@@ -8,11 +8,12 @@ Outputs go to OUTPUT_DIR/<dataset>/<cfg file stem>/; see README.md.
 """
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 from engine.train import train
-from utils.launch import default_argument_parser, launch
+from utils.launch import default_argument_parser, launch, parse_command_line
 
 
 def main(argv=None):
-    args = default_argument_parser('Train an anytime segmentation network').parse_args(argv)
+    args = parse_command_line(default_argument_parser('Train an anytime segmentation network'),
+                              argv)
     launch(train, args)
 
 

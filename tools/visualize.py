@@ -14,7 +14,7 @@ import argparse
 import _init_paths  # noqa: F401
 
 import datasets
-from utils.launch import reporting_user_errors
+from utils.launch import parse_command_line, reporting_user_errors
 from anytime.predict import add_model_arguments, model_from_args
 from evaluation.panels import panels_of_dataset, panels_of_files
 
@@ -26,7 +26,7 @@ def parse_args(argv=None):
     source.add_argument('--num', type=int, help='first N images of DATASET.TEST_SET')
     parser.add_argument('--out', required=True, help='folder of the panels')
     add_model_arguments(parser)
-    return parser.parse_intermixed_args(argv)
+    return parse_command_line(parser, argv)
 
 
 def main(argv=None):

@@ -18,6 +18,7 @@ from datasets.loaders import pad_to_multiple
 from utils.checkpoint import load_model_weights
 from utils.errors import DataError
 from utils.run_dir import FINAL_STATE, RUN_CONFIG
+from utils.launch import add_overrides_argument
 from utils.runtime import sync
 from .predictor import AnytimePredictor
 from .latency import LatencyProfile, finish
@@ -26,12 +27,12 @@ logger = logging.getLogger(__name__)
 
 def add_model_arguments(parser, cfg_help="experiment YAML, or a run's config.yaml"):
     """``--cfg``, ``--device``, ``--threads`` and ``KEY VALUE`` overrides, as read by
-    :func:`model_from_args`. Parse with ``parse_intermixed_args`` so that overrides may
-    come before or after the options."""
+    :func:`model_from_args`. Parse with ``utils.launch.parse_command_line`` so that
+    overrides may come before or after the options."""
     parser.add_argument('--cfg', required=True, help=cfg_help)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--threads', type=int, help='torch CPU threads')
-    parser.add_argument('opts', nargs='*', help='KEY VALUE config overrides')
+    add_overrides_argument(parser)
 
 
 def model_from_args(args):

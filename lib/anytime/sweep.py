@@ -17,6 +17,7 @@ import time
 import torch
 
 import datasets
+from datasets.checks import check_evaluation_inputs
 from datasets.loaders import eval_loader
 from evaluation.loop import padded_groups
 from evaluation.metrics import ConfusionMatrix
@@ -289,6 +290,8 @@ def run_sweep(cfg, cfg_path, ctx, thresholds, criterion=None, out_dir=None, comp
         list[dict]: the rows.
     """
     run_dir, model_file = resolve_test_paths(cfg, cfg_path)
+    check_evaluation_inputs(cfg)  # before anything is written
+    check_evaluation_inputs(cfg)  # before anything is written
     if ctx.is_main:
         out_dir = out_dir or free_directory(os.path.join(run_dir, 'sweep'))
     stem = os.path.splitext(os.path.basename(cfg_path))[0]

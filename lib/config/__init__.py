@@ -6,20 +6,26 @@ Usage, with ``lib/`` on ``sys.path`` as in the tools::
     cfg = update_config(config.clone(), args)   # args.cfg: YAML path, args.opts: [KEY, VALUE, ...]
 
 Every mistake a user can make in a file or on the command line (a missing file or
-``_BASE_``, an unknown key, a value of the wrong type, an odd number of overrides) raises
-:class:`utils.errors.ConfigError` naming the key, value or file and what to do.
+``_BASE_``, an unknown key, a value of the wrong type or outside the values
+``defaults.ALLOWED`` declares for its key, an odd number of overrides) raises
+:class:`config.errors.ConfigError` (also ``utils.errors.ConfigError``) naming the key,
+value or file and what to do.
+
+This package imports nothing of the rest of lib/: everything else may import it.
 """
 import difflib
 import os
+import re
 
 import yaml
 from yacs.config import CfgNode
 
-from utils.errors import ConfigError
-from .defaults import config
+from .defaults import ALLOWED, config
+from .errors import ConfigError
 
 __all__ = ['config', 'default_config', 'update_config', 'merge_yaml', 'load_config_file',
-           'config_differences', 'ConfigKeyError', 'KEY_ALIASES']
+           'config_differences', 'ConfigKeyError', 'ConfigError', 'KEY_ALIASES', 'ALLOWED',
+           'check_allowed', 'names_a_key']
 
 BASE_KEY = '_BASE_'
 COMMAND_LINE = 'the command line'
@@ -41,6 +47,9 @@ KEY_ALIASES = {
 }
 
 _DEFAULTS = config.clone()  # taken before anyone merges into ``config``
+
+# Upper-case words joined by dots, as every key is written: 'MASK.CONF_THRE', 'WORKERS'.
+_KEY_FORM = re.compile(r'[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*')
 
 
 class ConfigKeyError(ConfigError):
@@ -66,6 +75,20 @@ def flat_items(node, prefix=''):
         else:
             items[prefix + name] = value
     return items
+
+
+def names_a_key(word):
+    """Whether a command-line word is a config key: written as one (upper case, dotted)
+    and starting with a declared name (``MASK.CONF_THRE``, ``WORKERS``, also a misspelt
+    ``MASK.CONF_THR``) or named in ``KEY_ALIASES`` (``SOLVER.BASE_LR``), so that the
+    tools take it and the next word as an override wherever they stand.
+
+    A file named like a key (``TEST.PNG``) is given with its folder: ``./TEST.PNG``.
+    """
+    if not _KEY_FORM.fullmatch(word):
+        return False
+    return (word.split('.', 1)[0] in _DEFAULTS or word in KEY_ALIASES
+            or word.rsplit('.', 1)[-1] in KEY_ALIASES)
 
 
 def _suggestion(full_key):
@@ -122,6 +145,21 @@ def _coerce(value, original, full_key, source, raw=None):
                        f'like the default {original!r}, got a {_type_name(value)}')
 
 
+def check_allowed(full_key, value, source=COMMAND_LINE):
+    """Refuse a value (of the right type) outside those ``ALLOWED`` declares for its key.
+
+    Args:
+        full_key (str): e.g. 'MASK.EXECUTION'.
+        value: the decoded value.
+        source (str): the file the value comes from, or ``COMMAND_LINE``.
+    Raises:
+        ConfigError: naming the key, the value and the values allowed.
+    """
+    allowed = ALLOWED.get(full_key)
+    if allowed is not None and value not in allowed:
+        raise ConfigError(f'{full_key} {value!r} {_where(source)} is not allowed: use {allowed}')
+
+
 def check_keys(cfg, overrides, source, prefix=''):
     """Check the nested dict ``overrides`` against ``cfg`` and decode its values in place
     (strings such as ``'(0,1)'`` become tuples, ints become floats where a float is
@@ -129,7 +167,7 @@ def check_keys(cfg, overrides, source, prefix=''):
 
     Raises:
         ConfigKeyError: a key that ``cfg`` does not declare.
-        ConfigError: a value of the wrong type.
+        ConfigError: a value of the wrong type, or one its key does not allow.
     """
     for name, value in overrides.items():
         full = prefix + name
@@ -144,6 +182,7 @@ def check_keys(cfg, overrides, source, prefix=''):
             check_keys(cfg[name], value, source, full + '.')
             continue
         overrides[name] = _coerce(CfgNode._decode_cfg_value(value), cfg[name], full, source)
+        check_allowed(full, overrides[name], source)
 
 
 def _read_yaml(path, what):
@@ -184,7 +223,8 @@ def merge_opts(cfg, opts):
     """Merge ``[KEY, VALUE, ...]`` from the command line into ``cfg`` (mutable).
 
     Raises:
-        ConfigError: an odd number of items, an unknown key or a value of the wrong type.
+        ConfigError: an odd number of items, an unknown key, a value of the wrong type or
+            one its key does not allow.
     """
     if len(opts) % 2:
         raise ConfigError(f'command-line overrides must come as KEY VALUE pairs; '
@@ -211,6 +251,7 @@ def merge_opts(cfg, opts):
                               f'e.g. {full}.{next(iter(node[leaf]), "KEY")} VALUE')
         node[leaf] = _coerce(value, node[leaf], full, COMMAND_LINE,
                              raw=raw if isinstance(raw, str) else None)
+        check_allowed(full, node[leaf])
 
 
 def update_config(cfg, args):

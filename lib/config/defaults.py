@@ -3,9 +3,12 @@
 The tree follows the original ADP-C release so that its experiment YAMLs and the
 ``config.yaml`` files written by its training runs still load. Only ``MODEL.EXTRA``
 (the HRNet architecture description) accepts keys that are not declared here; any
-other unknown key is an error (see ``config.update_config``).
+other unknown key is an error (see ``config.update_config``). ``ALLOWED``, at the end,
+declares the values of every key that has a fixed set or range; merging refuses others.
 """
 from yacs.config import CfgNode as CN
+
+from .allowed import Between, Each, OneOf
 
 _C = CN()
 
@@ -122,5 +125,58 @@ _C.DEBUG.SAVE_BATCH_IMAGES_GT = False  # unused; kept so that original configs l
 _C.DEBUG.SAVE_BATCH_IMAGES_PRED = False  # unused; kept so that original configs load
 _C.DEBUG.SAVE_HEATMAPS_GT = False  # unused; kept so that original configs load
 _C.DEBUG.SAVE_HEATMAPS_PRED = False  # unused; kept so that original configs load
+
+# The values a key may take beyond its type, checked when an experiment or an override
+# is merged, before a tool writes anything. Keys the code no longer reads (marked
+# "unused" above) are left out, so that original configs load as they are. The names
+# match the registries of the code that reads them: models.MODELS, datasets.DATASETS,
+# models.confidence.CRITERIA, models.sparse.policy.EXECUTION_MODES.
+POSITIVE = Between(1)  # sizes, batches, widths, frequencies
+COUNT = Between(0)  # workers, epochs, sample limits (0 = all), indices
+FRACTION = Between(0.0, 1.0)  # probabilities and momenta
+IMAGE_SIZE = Each(POSITIVE, length=2)  # [width, height]
+
+ALLOWED = {
+    'GPUS': Each(COUNT),
+    'WORKERS': COUNT,
+    'PRINT_FREQ': POSITIVE,
+    'RANK': COUNT,
+    'MODEL.NAME': OneOf('model_anytime'),
+    'MODEL.LOAD_STAGE': OneOf(0, 1, 2),
+    'MODEL.BN_MOMENTUM': FRACTION,
+    'EXIT.TYPE': OneOf('original', 'flex'),
+    'EXIT.FINAL_CONV_KERNEL': OneOf(1, 3),
+    'EXIT.INTER_CHANNEL': POSITIVE,
+    'MASK.INTERPOLATION': OneOf('rbf', 'none'),
+    'MASK.CONF_THRE': FRACTION,
+    'MASK.ENTROPY_THRE': Between(0.0),
+    'MASK.CRIT': OneOf('conf_thre', 'entropy_thre'),
+    'MASK.AGGR': OneOf('copy', 'none'),
+    'MASK.EXECUTION': OneOf('dense', 'sparse', 'auto'),
+    'LOSS.OHEMTHRES': FRACTION,
+    'LOSS.OHEMKEEP': COUNT,
+    'DATASET.DATASET': OneOf('cityscapes'),
+    'DATASET.NUM_CLASSES': POSITIVE,
+    'TRAIN.IMAGE_SIZE': IMAGE_SIZE,
+    'TRAIN.BASE_SIZE': POSITIVE,
+    'TRAIN.DOWNSAMPLERATE': POSITIVE,
+    'TRAIN.SCALE_FACTOR': COUNT,
+    'TRAIN.LR': Between(0.0),
+    'TRAIN.EXTRA_LR': Between(0.0),
+    'TRAIN.OPTIMIZER': OneOf('sgd'),
+    'TRAIN.MOMENTUM': FRACTION,
+    'TRAIN.WD': Between(0.0),
+    'TRAIN.BEGIN_EPOCH': COUNT,
+    'TRAIN.END_EPOCH': COUNT,
+    'TRAIN.EXTRA_EPOCH': COUNT,
+    'TRAIN.BATCH_SIZE_PER_GPU': POSITIVE,
+    'TRAIN.NUM_SAMPLES': COUNT,
+    'TRAIN.EVAL_INTERVAL': COUNT,
+    'TEST.IMAGE_SIZE': IMAGE_SIZE,
+    'TEST.BASE_SIZE': POSITIVE,
+    'TEST.BATCH_SIZE_PER_GPU': POSITIVE,
+    'TEST.NUM_SAMPLES': COUNT,
+    'TEST.SCALE_LIST': Each(Between(0.0, above=True)),
+}
 
 config = _C

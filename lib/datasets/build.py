@@ -1,4 +1,6 @@
 """Turn the configuration into a data set: the one place where data keys are read."""
+from utils.errors import DataError
+
 from .cityscapes import Cityscapes
 
 # DATASET.DATASET → data set class.
@@ -23,6 +25,8 @@ def build_dataset(cfg, list_path, train):
 
     Raises:
         ValueError: DATASET.DATASET is not a known data set, or an IMAGE_SIZE is not [w, h].
+        DataError: the root, the list or a listed file is missing (the data set's own
+            message).
     """
     name = cfg.DATASET.DATASET
     if name not in DATASETS:
@@ -39,11 +43,11 @@ def build_dataset(cfg, list_path, train):
                   base_size=node.BASE_SIZE,
                   num_samples=node.NUM_SAMPLES)
     if train:
-        return DATASETS[name](cfg.DATASET.ROOT, list_path, train=True,
-                              multi_scale=cfg.TRAIN.MULTI_SCALE,
-                              scale_factor=cfg.TRAIN.SCALE_FACTOR,
-                              flip=cfg.TRAIN.FLIP,
-                              downsample_rate=cfg.TRAIN.DOWNSAMPLERATE,
-                              **common)
-    return DATASETS[name](cfg.DATASET.ROOT, list_path, train=False, multi_scale=False,
-                          flip=False, downsample_rate=1, **common)
+        options = dict(multi_scale=cfg.TRAIN.MULTI_SCALE, scale_factor=cfg.TRAIN.SCALE_FACTOR,
+                       flip=cfg.TRAIN.FLIP, downsample_rate=cfg.TRAIN.DOWNSAMPLERATE)
+    else:
+        options = dict(multi_scale=False, flip=False, downsample_rate=1)
+    try:
+        return DATASETS[name](cfg.DATASET.ROOT, list_path, train=train, **options, **common)
+    except FileNotFoundError as e:  # a missing root, list or listed file: the user's to fix
+        raise DataError(str(e)) from e

@@ -46,8 +46,13 @@ def list_problems(root, list_path, num_samples=0):
         list_path (str): list file relative to ``root``.
         num_samples (int): only the first N samples are used; 0 for all.
     Returns:
-        list[str]: one line per problem, naming the file.
+        list[str]: one line per problem, naming the file (the advice on making lists is
+        left to the caller, to give once).
     """
+    if not os.path.isdir(root):
+        return [f'data root {root} (DATASET.ROOT) does not exist']
+    if not os.path.isfile(os.path.join(root, list_path)):
+        return [f'list file {os.path.join(root, list_path)} does not exist']
     try:
         entries = read_list(root, list_path)
     except (OSError, ValueError) as e:
@@ -99,12 +104,30 @@ def check_training_inputs(cfg, stride=32):
     lists.append((cfg.DATASET.TEST_SET, cfg.TEST.NUM_SAMPLES))
     for list_path, num_samples in dict.fromkeys(lists):
         problems += list_problems(cfg.DATASET.ROOT, list_path, num_samples)
-    problems = list(dict.fromkeys(problems))  # a missing folder is every list's problem
-    if problems:
-        shown = problems[:MAX_PROBLEMS]
-        more = len(problems) - len(shown)
-        raise DataError(f'{len(problems)} problem(s) in the data of this run '
-                        f'(DATASET.ROOT {cfg.DATASET.ROOT}); nothing was trained:\n  '
-                        + '\n  '.join(shown)
-                        + (f'\n  ... and {more} more' if more else '')
-                        + f'\n{LIST_TOOLS_HINT}')
+    _refuse(problems, cfg.DATASET.ROOT, 'nothing was trained')
+
+
+def check_evaluation_inputs(cfg):
+    """Check DATASET.TEST_SET and each image and label it lists (the first
+    TEST.NUM_SAMPLES), before an evaluation writes anything.
+
+    Args:
+        cfg (CfgNode): the merged config.
+    Raises:
+        DataError: listing up to 20 problems, with file names.
+    """
+    problems = list_problems(cfg.DATASET.ROOT, cfg.DATASET.TEST_SET, cfg.TEST.NUM_SAMPLES)
+    _refuse(problems, cfg.DATASET.ROOT, 'nothing was evaluated')
+
+
+def _refuse(problems, root, outcome):
+    """Raise one DataError listing ``problems`` (if any), with the advice on making the
+    data given once."""
+    problems = list(dict.fromkeys(problems))  # a missing root is a problem of every list
+    if not problems:
+        return
+    shown = problems[:MAX_PROBLEMS]
+    more = len(problems) - len(shown)
+    raise DataError(f'{len(problems)} problem(s) in the data of this run (DATASET.ROOT '
+                    f'{root}); {outcome}:\n  ' + '\n  '.join(shown)
+                    + (f'\n  ... and {more} more' if more else '') + f'\n{LIST_TOOLS_HINT}')

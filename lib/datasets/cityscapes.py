@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .images import read_image_file
+
 from .labels import CITYSCAPES_CLASS_WEIGHTS, CITYSCAPES_CLASSES, label_ids_to_train_ids
 from .lists import LIST_TOOLS_HINT, read_list, sample_name
 from .transforms import eval_sample, train_sample
@@ -125,9 +127,10 @@ class Cityscapes(Dataset):
 
 
 def _imread(path, flags):
-    image = cv2.imread(path, flags)
+    try:
+        image = read_image_file(path, flags)
+    except FileNotFoundError:
+        raise FileNotFoundError(f'{path} does not exist. ' + LIST_TOOLS_HINT) from None
     if image is None:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f'{path} does not exist. ' + LIST_TOOLS_HINT)
         raise OSError(f'OpenCV cannot decode {path}; the file may be truncated.')
     return image

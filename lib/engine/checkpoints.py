@@ -148,12 +148,16 @@ def read_checkpoint_everywhere(path, ctx):
         dict: the checkpoint.
 
     Raises:
-        CheckpointError: naming each failing rank, its host and the path.
+        CheckpointError: naming each failing rank, its host and the path; in a
+            single-process run, what is wrong with the file.
     """
     checkpoint, problem = None, None
     try:
         checkpoint = read_checkpoint(path)
     except (CheckpointError, OSError) as e:  # OSError: no permission to read the file
+        if not ctx.distributed:  # one process: no other rank, host or copy to advise about
+            raise CheckpointError(f'cannot resume the run: {e}, or set AUTO_RESUME False to '
+                                  'start afresh') from None
         problem = f'cannot read it: {e}'
     # A file without an epoch is refused by restore_model, on every rank alike.
     epoch = checkpoint.get('epoch') if isinstance(checkpoint, dict) else None

@@ -8,6 +8,7 @@ import os
 
 import datasets
 import models
+from datasets.checks import check_evaluation_inputs
 from datasets.loaders import eval_loader
 from models.flops import FlopsCounter
 from utils.checkpoint import load_model_weights
@@ -191,6 +192,7 @@ def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None, show_d
     out_dir, model_file = resolve_test_paths(cfg, cfg_path)
     if submit_dir is not None:
         submission_exits(submit_exit)  # a wrong --exit fails before the model loads
+    check_evaluation_inputs(cfg)  # before anything is written
     stem = os.path.splitext(os.path.basename(cfg_path))[0]
     log_file = setup_logger(out_dir, stem, 'test', ctx.is_main)
     logger.info(f'log file: {log_file}')

@@ -101,8 +101,7 @@ def convert_checkpoint(src, dst, trust=False):
     content = project_content(checkpoint, src)
     atomic_torch_save(content, dst)
     read_checkpoint(dst)  # what was written must load safely
-    tensors = content.get('state_dict', content)
-    logger.info('wrote %s: %d model tensors%s; it loads with weights_only=True', dst,
-                len(tensors), ', ' + ', '.join(k for k in RESUME_KEYS[1:] if k in content)
-                if 'state_dict' in content else '')
+    resume = [k for k in RESUME_KEYS[1:] if k in content] if 'state_dict' in content else []
+    kept = [f"{len(content.get('state_dict', content))} model tensors"] + resume
+    logger.info('wrote %s: %s; it loads with weights_only=True', dst, ', '.join(kept))
     return content

@@ -3,15 +3,14 @@
 The tools report a :class:`UserError` as one ``error:`` line (plus the few lines of
 context its message holds) and exit non-zero, without a traceback on the console. Any
 other exception is a bug and keeps its traceback.
+
+``UserError`` and ``ConfigError`` live in ``config.errors`` (the config package imports
+nothing above it) and are the same classes here.
 """
+from config.errors import ConfigError, UserError
 
-
-class UserError(Exception):
-    """Base class of errors whose message tells the user what to change."""
-
-
-class ConfigError(UserError):
-    """A configuration file, key or value is wrong."""
+__all__ = ['UserError', 'ConfigError', 'DataError', 'CheckpointError', 'LaunchError',
+           'RunDirectoryError']
 
 
 class DataError(UserError):

@@ -2,20 +2,34 @@
 
 Every writer here writes a temporary file in the destination's folder, flushes it to
 disk and then renames it over the destination with ``os.replace``, which is atomic on
-POSIX and Windows: readers see either the old file or the new one, never a mix.
+POSIX and Windows: readers see either the old file or the new one, never a mix. The
+file gets the permissions of any file the user creates (0666 less the umask, e.g. 0644),
+so that collaborators who may read the run directory may read its results too.
 """
 import json
 import os
-import tempfile
+import secrets
 
 import torch
+
+CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0)
+CREATE_MODE = 0o666  # less the umask, as open() creates files (mkstemp would give 0600)
+
+
+def _create_temporary(folder, name):
+    """A new, empty file ``.<name>.<random>.tmp`` in ``folder``: (descriptor, path)."""
+    while True:
+        tmp = os.path.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp')
+        try:
+            return os.open(tmp, CREATE, CREATE_MODE), tmp
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
 
 
 def _atomic_write(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.',
-                               suffix='.tmp')
+    fd, tmp = _create_temporary(folder, os.path.basename(path))
     try:
         with os.fdopen(fd, 'wb') as f:
             write(f)

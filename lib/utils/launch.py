@@ -1,8 +1,12 @@
 """What every entry point in tools/ shares: its command line, its process setup and
 how it reports errors.
 
-    args = default_argument_parser('Train ...').parse_args()
+    args = parse_command_line(default_argument_parser('Train ...'))
     launch(train, args)    # train(cfg, cfg_path, ctx) on every process
+
+``KEY VALUE`` overrides may stand before, between or after the options: a word that
+names a config key (``config.names_a_key``) starts an override wherever it stands, so
+an option taking several values (``--image a.png b.png``) never swallows one.
 
 A :class:`utils.errors.UserError` (a configuration, data, checkpoint, launch or run
 directory problem) ends the tool with one ``error: <message>`` block on stderr and exit
@@ -23,7 +27,7 @@ import traceback
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from config import config, update_config
+from config import config, names_a_key, update_config
 from .distributed import add_launcher_arguments, cleanup, init_distributed
 from .errors import UserError
 from .launchers import find_placement
@@ -46,9 +50,53 @@ def default_argument_parser(description, cfg_help='experiment YAML file'):
                         help=f'print the traceback of configuration, data, checkpoint and '
                              f'launch errors too (or set {DEBUG_ENV}=1)')
     add_launcher_arguments(parser)
-    parser.add_argument('opts', nargs=argparse.REMAINDER, default=[],
-                        help='config overrides as KEY VALUE pairs, e.g. TRAIN.END_EPOCH 10')
+    add_overrides_argument(parser)
     return parser
+
+
+def add_overrides_argument(parser):
+    """The ``KEY VALUE ...`` config overrides of a tool parsed by :func:`parse_command_line`."""
+    parser.add_argument('opts', nargs='*', default=[], metavar='KEY VALUE',
+                        help='config overrides, before or after the options, e.g. '
+                             'TRAIN.END_EPOCH 10')
+
+
+def split_overrides(argv):
+    """Take the ``KEY VALUE`` pairs out of a command line.
+
+    Args:
+        argv (list of str): the arguments, without the program name.
+    Returns:
+        tuple[list, list]: the other arguments, and the pairs (each word that names a
+        config key, with the word after it, whatever that is: ``TRAIN.IGNORE_LABEL -1``).
+    """
+    rest, overrides, i = [], [], 0
+    while i < len(argv):
+        if names_a_key(argv[i]):
+            overrides += argv[i:i + 2]
+            i += 2
+        else:
+            rest.append(argv[i])
+            i += 1
+    return rest, overrides
+
+
+def parse_command_line(parser, argv=None):
+    """``parser``'s arguments, with every ``KEY VALUE`` override in ``args.opts``
+    wherever it stood (see the module's docstring).
+
+    Args:
+        parser (argparse.ArgumentParser): with :func:`add_overrides_argument`.
+        argv (list of str or None): default ``sys.argv[1:]``.
+    """
+    rest, overrides = split_overrides(sys.argv[1:] if argv is None else list(argv))
+    args = parser.parse_intermixed_args(rest)
+    if args.opts:  # words that are neither options, nor their values, nor keys
+        parser.error(f'{args.opts[0]!r} is neither an option nor a config key (overrides '
+                     'are KEY VALUE pairs, keys written as in lib/config/defaults.py, e.g. '
+                     'MASK.CONF_THRE 0.9)')
+    args.opts = overrides
+    return args
 
 
 def comma_floats(text):

@@ -52,7 +52,7 @@ def test_entropy_criterion_reads_entropy_threshold():
     for out in outs[1:]:
         assert torch.equal(out, outs[0])
     model = built('ca', 'MASK.CRIT', 'entropy_thre', 'MASK.ENTROPY_THRE', 0.0,
-                  'MASK.CONF_THRE', 100.0)
+                  'MASK.CONF_THRE', 1.0)
     assert model.mask_threshold == 0.0
     with torch.no_grad():
         assert not torch.equal(model(x)[1], model(x)[0])

@@ -176,12 +176,20 @@ def test_final_conv_kernel_three():
     assert model(torch.randn(1, 3, 64, 64))[0].shape == (1, 19, 16, 16)
 
 
+def with_value(cfg, section, key, value):
+    """``cfg`` with a value that merging would refuse (config.ALLOWED), set directly as a
+    program could: the builder still names the key."""
+    cfg.defrost()
+    cfg[section][key] = value
+    return cfg
+
+
 def test_config_errors_name_the_key():
     from models.model_anytime import build_model
     with pytest.raises(ValueError, match='EXIT.TYPE'):
-        build_model(tiny_cfg('ee', 'EXIT.TYPE', 'wide'))
+        build_model(with_value(tiny_cfg('ee'), 'EXIT', 'TYPE', 'wide'))
     with pytest.raises(ValueError, match='MASK.CRIT'):
-        build_model(tiny_cfg('ca', 'MASK.CRIT', 'margin'))
+        build_model(with_value(tiny_cfg('ca'), 'MASK', 'CRIT', 'margin'))
     with pytest.raises(ValueError, match='STAGE1.BLOCK'):
         build_model(tiny_cfg('ee', 'MODEL.EXTRA.STAGE1.BLOCK', 'WIDE'))
 

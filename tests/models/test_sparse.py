@@ -432,8 +432,10 @@ def test_execution_key():
     cfg = tiny_cfg('adpc')
     assert cfg.MASK.EXECUTION == 'auto'
     assert tiny_model('adpc', 'MASK.EXECUTION', 'dense').execution == 'dense'
+    cfg.defrost()
+    cfg.MASK.EXECUTION = 'fast'  # merging refuses it (config.ALLOWED); the builder too
     with pytest.raises(ValueError, match='MASK.EXECUTION'):
-        tiny_model('adpc', 'MASK.EXECUTION', 'fast')
+        model_anytime.build_model(cfg)
 
 
 def test_calibration_reports_a_measured_density(capsys):

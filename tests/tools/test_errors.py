@@ -44,7 +44,8 @@ def assert_one_error(proc, pattern):
 @pytest.mark.parametrize('opts,pattern', [
     (['TRAIN.BASE_LR', '0.1'], r'unknown config key TRAIN\.BASE_LR .*did you mean TRAIN\.LR\?'),
     (['MASK.CONF_THRE', 'abc'], r"MASK\.CONF_THRE 'abc' on the command line: expected a float"),
-    (['GPUS', '(-1,)'], r'GPUS \(-1,\) is not a list of GPU indices'),
+    (['GPUS', '(-1,)'], r'GPUS \(-1,\) on the command line is not allowed: use a list of '
+                        r'values >= 0'),
     (['TRAIN.BATCH_SIZE_PER_GPU', '8'], r'4 training images .*BATCH_SIZE_PER_GPU 8'),
 ])
 def test_training_errors_print_one_line(opts, pattern, data_root, tmp_path):
