@@ -28,7 +28,7 @@ import traceback
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from config import config, names_a_key, update_config
-from .distributed import add_launcher_arguments, cleanup, init_distributed
+from .distributed import add_launcher_arguments, barrier, cleanup, init_distributed
 from .errors import UserError
 from .launchers import find_placement
 from .logger import FILE_ONLY, log_file_path
@@ -124,9 +124,13 @@ def _run(fn, args):
     cfg = update_config(config.clone(), args)
     ctx = init_distributed(args.local_rank, cfg.GPUS)
     try:
-        return fn(cfg, args.cfg, ctx)
-    finally:
-        cleanup()
+        result = fn(cfg, args.cfg, ctx)
+    except BaseException:
+        cleanup()  # no barrier: the other ranks may never reach it
+        raise
+    barrier()  # every rank leaves the group together, as destroy_process_group expects
+    cleanup()
+    return result
 
 
 def reporting_user_errors(fn, debug=False):
