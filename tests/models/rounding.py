@@ -1,0 +1,117 @@
+"""How far a float32 run of a network may be from its exact result, estimated in float64.
+
+Tests that hold float32 results to a reference need a tolerance that no summation order
+can break (oneDNN's AVX2, AVX-512 and SSE4.1 kernels, thread counts, the original's
+machine) and that is still tight enough to catch a wrong layer. A fixed relative
+tolerance is neither: the gradients of a deep BatchNorm network are ill-conditioned
+(BatchNorm divides by small standard deviations, ReLUs switch on the sign of values
+that rounding can flip), so some tensors lose 1e-3 of their size in float32 while others
+keep 1e-7.
+
+:class:`Float32Rounding` measures that conditioning with Monte Carlo arithmetic (Parker,
+1997): a float64 copy of the network runs with random relative errors added where a
+float32 run rounds, and the spread of a few such runs around the unperturbed float64
+run (the exact result, to 1e-16) is the size of a float32 run's error. The error model
+is the probabilistic one of Higham and Mary (2019): the rounding error of an n-term
+float32 sum grows like sqrt(n)·u, u = 2^-24, rather than the worst case n·u. So:
+
+- a convolution output, a sum of ``in_channels/groups * kh * kw`` terms, gets a relative
+  error ``sqrt(n)·u·z``, z standard normal per element; the gradient flowing back to
+  its input (``out_channels/groups * kh * kw / stride^2`` terms) likewise;
+- a parameter gradient, a sum over the N·H·W output pixels (times the 7x7 RBF taps and
+  the channels for a masked convolution's scalar ``Lambda``), likewise;
+- BatchNorm's output and the gradient flowing back to its input get ``u·z`` (one rounding).
+
+The noise is seeded, so the bound is the same on every machine up to float64 rounding.
+"""
+import copy
+import math
+
+import torch
+import torch.nn as nn
+
+from models.masked_conv import RBF_SIZE
+
+U = 2.0 ** -24  # unit roundoff of float32
+
+
+class _RelativeNoise(torch.autograd.Function):
+    """Identity that multiplies its value by (1 + forward·z) and its gradient by
+    (1 + backward·z), z standard normal per element."""
+
+    @staticmethod
+    def forward(ctx, x, forward, backward, generator):
+        ctx.backward_size, ctx.generator = backward, generator
+        return _perturb(x, forward, generator)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _perturb(grad, ctx.backward_size, ctx.generator), None, None, None
+
+
+def _perturb(x, size, generator):
+    if not size:
+        return x.clone()
+    return x * (1 + size * torch.randn(x.shape, generator=generator, dtype=x.dtype))
+
+
+def _terms_per_output(module):
+    kh, kw = module.kernel_size
+    forward = module.in_channels // module.groups * kh * kw
+    backward = module.out_channels // module.groups * kh * kw // (module.stride[0] *
+                                                                    module.stride[1])
+    return forward, max(1, backward)
+
+
+class Float32Rounding:
+    """Hooks that add float32-sized rounding errors to a float64 network (module doc).
+
+    Args:
+        model (nn.Module): a float64 model; its ReLUs are made out-of-place (the hooks
+            need each module's own output), which changes no value.
+        seed (int): seed of the noise.
+    """
+
+    def __init__(self, model, seed):
+        self.generator = torch.Generator().manual_seed(seed)
+        for module in model.modules():
+            if isinstance(module, nn.ReLU):
+                module.inplace = False
+            elif isinstance(module, nn.Conv2d):
+                forward, backward = _terms_per_output(module)
+                self._hook(module, U * math.sqrt(forward), U * math.sqrt(backward))
+            elif isinstance(module, nn.BatchNorm2d):
+                self._hook(module, U, U)
+
+    def _hook(self, module, forward, backward):
+        noise, gen = _RelativeNoise.apply, self.generator
+        module.register_forward_pre_hook(lambda m, args: (noise(args[0], 0.0, backward, gen),))
+
+        def output(m, args, out):
+            m.rounding_output_size = out.numel()  # read by the parameter hooks below
+            return noise(out, forward, 0.0, gen)
+
+        module.register_forward_hook(output)
+        for p in module.parameters(recurse=False):
+            p.register_hook(lambda g, p=p, m=module: _perturb(g, U * math.sqrt(
+                _terms_per_parameter(p, m.rounding_output_size)), gen))
+
+
+def _terms_per_parameter(p, output_size):
+    """Terms summed into one element of ``p``'s gradient: the output pixels of its channel
+    (weights, biases), or every output value times the 7x7 RBF taps (scalar Lambda)."""
+    return output_size // p.shape[0] if p.dim() else output_size * RBF_SIZE ** 2
+
+
+def float64_copy(model, rounding_seed=None):
+    """A float64 copy of ``model``, with float32 rounding errors added (seeded) unless
+    ``rounding_seed`` is None."""
+    twin = copy.deepcopy(model).double()
+    if rounding_seed is not None:
+        Float32Rounding(twin, rounding_seed)
+    return twin
+
+
+def spread(exact, samples):
+    """Largest |sample - exact| over the samples, for each key of the dict ``exact``."""
+    return {k: max((s[k] - v).abs().max().item() for s in samples) for k, v in exact.items()}
