@@ -2,6 +2,7 @@
 original's eval outputs, train-mode losses and gradients (tests/data/ref_*, written by
 the original code; see tests/data/README.md)."""
 import argparse
+import copy
 import json
 import math
 import os
@@ -20,14 +21,9 @@ import rounding
 DATA = os.path.join(os.path.dirname(__file__), '..', 'data')
 CASES = ['ref_ee', 'ref_adpc']
 # Tolerances (see tests/models/rounding.py): the exact result is our network run in
-# float64 (the same weights, input and masks); a float32 run, ours or the original's, may
-# differ from it by SAFETY x the largest deviation that SAMPLES float64 runs with
-# float32-sized rounding errors show. The error model is statistical (sqrt(n)·u per n-term
-# sum), and other summation orders (long sequential chains, other blockings) can be a few
-# times less favourable: SAFETY = 4 covers that. On AVX-512, AVX2 and SSE4.1 kernels and
-# for the original's data the observed errors are at most 1.3x the spread.
-SAMPLES = 4
-SAFETY = 4
+# float64 (the same weights, input and masks); a float32 run, ours or the original's, is
+# within SAFETY x the spread of float64 runs with float32-sized rounding errors.
+SAFETY = rounding.SAFETY
 U = rounding.U
 
 
@@ -75,11 +71,8 @@ def test_eval_outputs_match_the_original(case, execution):
     # nearest is 1e-4 away) to the other side.
     masks = None if used[0] is None else used
     dense = reference_model(case, 'MASK.EXECUTION', 'dense').eval()
-    x = ref['input'].double()
-    exact, _ = eval_outputs(rounding.float64_copy(dense), x, masks)
-    samples = [eval_outputs(rounding.float64_copy(dense, seed), x, masks)[0]
-               for seed in range(SAMPLES)]
-    spread = rounding.spread(dict(enumerate(exact)), [dict(enumerate(s)) for s in samples])
+    exact, spread = rounding.exact_and_spread(
+        lambda m: dict(enumerate(eval_outputs(m, ref['input'].double(), masks)[0])), dense)
     assert len(outs) == len(ref['eval_outputs'])
     for k, (mine, theirs) in enumerate(zip(outs, ref['eval_outputs'])):
         assert mine.shape == theirs.shape
@@ -136,14 +129,13 @@ def test_train_losses_and_gradients_match_the_original(case):
     model = reference_model(case).train()
     zero = bias_feeding_batch_norm(model)
     assert zero, 'the heads have conv biases before BatchNorm'
-    perturbed = [rounding.float64_copy(model, seed) for seed in range(SAMPLES)]
-    exact_model = rounding.float64_copy(model)
+    twin = copy.deepcopy(model)  # untrained yet: no gradients to copy
     mine, used = train_pass(case, model)
     # The float64 runs use the masks of the float32 run (see the eval test).
     masks = None if used[0] is None else used
-    exact, _ = train_pass(case, exact_model, masks, output_grads=zero)
+    exact, spread = rounding.exact_and_spread(
+        lambda m: train_pass(case, m, masks, output_grads=zero)[0], twin)
     output_grads = {conv: exact.pop(f'{conv} output') for conv in zero}
-    spread = rounding.spread(exact, [train_pass(case, m, masks)[0] for m in perturbed])
 
     theirs = dict(ref['train_grads'])
     theirs.update({f'loss {k}': torch.tensor(l) for k, l in enumerate(ref['train_losses'], 1)})
