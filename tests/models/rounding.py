@@ -20,7 +20,13 @@ float32 sum grows like sqrt(n)·u, u = 2^-24, rather than the worst case n·u. S
   its input (``out_channels/groups * kh * kw / stride^2`` terms) likewise;
 - a parameter gradient, a sum over the N·H·W output pixels (times the 7x7 RBF taps and
   the channels for a masked convolution's scalar ``Lambda``), likewise;
-- BatchNorm's output and the gradient flowing back to its input get ``u·z`` (one rounding).
+- BatchNorm's output and the gradient flowing back to its input get ``u·z`` (one rounding);
+- under bfloat16 autocast (``rounded_inputs``) a convolution reads its input and weights
+  rounded to bfloat16 and sums in float32: each term carries two roundings, which add
+  up with random signs to about ``2u`` of the output, so its output gets ``2u·z``.
+
+Single operations need no such model: :func:`sum_error_bound` is the worst case of one
+float32 sum.
 
 The noise is seeded, so the bound is the same on every machine up to float64 rounding.
 A float32 run is held to SAFETY x the largest deviation of SAMPLES such runs: the model
@@ -72,39 +78,57 @@ def _terms_per_output(module):
 
 
 class RoundingNoise:
-    """Hooks that add float32-sized rounding errors to a float64 network (module doc).
+    """Hooks that add rounding errors to a float64 network (module doc), while in a
+    ``with`` block.
 
     Args:
         model (nn.Module): a float64 model; its ReLUs are made out-of-place (the hooks
             need each module's own output), which changes no value.
         seed (int): seed of the noise.
         unit_roundoff (float): u of the arithmetic to model; default float32's.
+        rounded_inputs (bool): convolutions round their inputs to ``unit_roundoff`` and
+            sum in float32 (autocast), instead of summing at that precision.
     """
 
-    def __init__(self, model, seed, unit_roundoff=U):
-        self.generator = torch.Generator().manual_seed(seed)
-        self.u = u = unit_roundoff
-        for module in model.modules():
+    def __init__(self, model, seed, unit_roundoff=U, rounded_inputs=False):
+        self.model, self.seed, self.u, self.rounded_inputs = \
+            model, seed, unit_roundoff, rounded_inputs
+        self.handles = []
+
+    def __enter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed)
+        u = self.u
+        for module in self.model.modules():
             if isinstance(module, nn.ReLU):
                 module.inplace = False
             elif isinstance(module, nn.Conv2d):
                 forward, backward = _terms_per_output(module)
+                if self.rounded_inputs:
+                    forward = backward = 4  # two roundings per term: 2u
                 self._hook(module, u * math.sqrt(forward), u * math.sqrt(backward))
             elif isinstance(module, nn.BatchNorm2d):
                 self._hook(module, u, u)
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
 
     def _hook(self, module, forward, backward):
         noise, gen = _RelativeNoise.apply, self.generator
-        module.register_forward_pre_hook(lambda m, args: (noise(args[0], 0.0, backward, gen),))
+        self.handles.append(module.register_forward_pre_hook(
+            lambda m, args: (noise(args[0], 0.0, backward, gen),)))
 
         def output(m, args, out):
             m.rounding_output_size = out.numel()  # read by the parameter hooks below
             return noise(out, forward, 0.0, gen)
 
-        module.register_forward_hook(output)
+        self.handles.append(module.register_forward_hook(output))
         for p in module.parameters(recurse=False):
-            p.register_hook(lambda g, p=p, m=module: _perturb(g, self.u * math.sqrt(
-                _terms_per_parameter(p, m.rounding_output_size)), gen))
+            self.handles.append(p.register_hook(
+                lambda g, p=p, m=module: _perturb(g, self.u * math.sqrt(
+                    _terms_per_parameter(p, m.rounding_output_size)), gen)))
 
 
 def _terms_per_parameter(p, output_size):
@@ -113,23 +137,48 @@ def _terms_per_parameter(p, output_size):
     return output_size // p.shape[0] if p.dim() else output_size * RBF_SIZE ** 2
 
 
-def float64_copy(model, rounding_seed=None, unit_roundoff=U):
-    """A float64 copy of ``model``, with rounding errors of ``unit_roundoff`` (float32's
-    by default) added, seeded, unless ``rounding_seed`` is None."""
-    twin = copy.deepcopy(model).double()
-    if rounding_seed is not None:
-        RoundingNoise(twin, rounding_seed, unit_roundoff)
-    return twin
-
-
 def spread(exact, samples):
     """Largest |sample - exact| over the samples, for each key of the dict ``exact``."""
     return {k: max((s[k] - v).abs().max().item() for s in samples) for k, v in exact.items()}
 
 
-def exact_and_spread(run, model, unit_roundoff=U):
-    """``run`` (a float64 model -> dict of tensors) on the exact float64 copy of
-    ``model`` and on SAMPLES copies with rounding errors: (exact dict, spread dict)."""
-    exact = run(float64_copy(model))
-    samples = [run(float64_copy(model, seed, unit_roundoff)) for seed in range(SAMPLES)]
+def exact_and_spread(run, model, **noise):
+    """``run`` (a float64 model -> dict of tensors) on a float64 copy of ``model`` (or on
+    ``model`` itself if it is float64; its gradients are reset), as it is (the exact
+    result) and with SAMPLES seeds of rounding errors (``noise``: arguments of
+    :class:`RoundingNoise`): (exact dict, spread dict)."""
+    is_float64 = all(p.dtype == torch.float64 for p in model.parameters())
+    twin = model if is_float64 else copy.deepcopy(model).double()
+
+    def fresh_run():
+        for p in twin.parameters():  # gradients of one run only
+            p.grad = None
+        return run(twin)
+
+    exact = fresh_run()
+    samples = []
+    for seed in range(SAMPLES):
+        with RoundingNoise(twin, seed, **noise):
+            samples.append(fresh_run())
     return exact, spread(exact, samples)
+
+
+def within_reach(got, exact, spread):
+    """Whether float32 ``got`` is within SAFETY x ``spread`` of ``exact`` (float64)."""
+    return (got.double() - exact).abs().max().item() <= SAFETY * spread
+
+
+def bilinear_error_bound(x, u=U):
+    """Worst-case error of a bilinear resize of ``x`` (any size, half-pixel centres): each
+    output is a convex combination of four inputs (weights in [0, 1] summing to 1: a few
+    u of max|x|), at weights from source coordinates up to the input size, each off by
+    up to size·u (moving the output by up to that times twice max|x|):
+    (8 + 2·size)·u·max|x|."""
+    return (8 + 2 * max(x.shape[-2:])) * u * x.abs().max().item()
+
+
+def sum_error_bound(terms, abs_sum, u=U):
+    """Worst-case error of a float32 sum of ``terms`` terms whose absolute values sum to
+    ``abs_sum``, in any order: gamma_n·abs_sum, gamma_n = n·u / (1 - n·u) (Higham,
+    Accuracy and Stability of Numerical Algorithms, 2002, section 3.1)."""
+    return terms * u / (1 - terms * u) * abs_sum

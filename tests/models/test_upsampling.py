@@ -17,9 +17,10 @@ from core.inference import resize as pass_resize
 from models.confidence import confidence_mask
 from models.hrnet import upsample_to as branch_upsample
 from utils.distributed import DistContext
+from rounding import bilinear_error_bound
 from tiny import tiny_model
 
-U32, U64 = 2.0 ** -24, 2.0 ** -53
+U64 = 2.0 ** -53  # unit roundoff of float64
 
 
 def source_coordinates(out_size, in_size):
@@ -46,13 +47,6 @@ def nearest(x, size):
     return x[:, :, rows][..., cols]
 
 
-def bilinear_bound(x, u):
-    """Rounding of a bilinear resize: each output is a convex combination of four inputs
-    (3 products and 3 sums per dimension pair, a few u of max|x|) at weights computed
-    from coordinates up to in_size, each within in_size·u: (8 + 2·in_size)·u·max|x|."""
-    return (8 + 2 * max(x.shape[-2:])) * u * x.abs().max().item()
-
-
 SIZES = [((3, 5), (7, 12)),     # upsampling by an uneven factor
          ((4, 4), (16, 16)),    # x4, logits to labels
          ((8, 6), (3, 4))]      # downsizing, an image for a scale below 1
@@ -66,7 +60,7 @@ def test_bilinear_resizes_use_half_pixel_centres(resize, sizes):
                     dtype=torch.float64)
     got = resize(x, sizes[1])
     assert got.shape == (2, 3, *sizes[1])
-    assert (got - bilinear(x, sizes[1])).abs().max() <= bilinear_bound(x, U64)
+    assert (got - bilinear(x, sizes[1])).abs().max() <= bilinear_error_bound(x, U64)
 
 
 def test_flex_head_upsamplings_use_half_pixel_centres():
@@ -75,7 +69,7 @@ def test_flex_head_upsamplings_use_half_pixel_centres():
     x = torch.randn(1, 2, 3, 5, generator=torch.Generator().manual_seed(1),
                     dtype=torch.float64)
     for up in ups:
-        assert (up(x) - bilinear(x, (6, 10))).abs().max() <= bilinear_bound(x, U64)
+        assert (up(x) - bilinear(x, (6, 10))).abs().max() <= bilinear_error_bound(x, U64)
 
 
 @pytest.mark.parametrize('size', [(4, 4), (2, 8), (3, 5), (16, 32)])
@@ -125,7 +119,7 @@ def test_evaluation_predicts_on_logits_upsampled_with_half_pixel_centres():
     # Labels: the hand prediction, ignored where float32 rounding of the resize (twice
     # the bound: both logits move) could reorder the two best classes.
     labels = scores.argmax(dim=1)
-    labels[top2[:, 0] - top2[:, 1] <= 2 * bilinear_bound(logits, U32)] = ignore
+    labels[top2[:, 0] - top2[:, 1] <= 2 * bilinear_error_bound(logits)] = ignore
     other = torch.nn.functional.interpolate(logits.double(), size=(32, 32), mode='bilinear',
                                             align_corners=True).argmax(dim=1)
     assert (other != labels)[labels != ignore].any(), 'the test tells the two rules apart'
