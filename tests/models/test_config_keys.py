@@ -18,6 +18,7 @@ def built(variant, *opts, x=None):
     return model
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize('execution', ['dense', 'sparse'])
 def test_aggregation_none_keeps_the_new_exit_at_confident_pixels(execution):
     torch.manual_seed(0)

@@ -90,6 +90,7 @@ def test_all_zeros_mask_gives_zeros():
     assert torch.count_nonzero(masked(x)) == 0
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize('Lambda', [3.0, 0.5])
 def test_mixed_mask_matches_hand_computed_rbf_fill(Lambda):
     masked, plain = masked_and_plain()
@@ -128,6 +129,7 @@ def test_lambda_learns_through_the_fill():
     assert masked.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.numerics
 def test_rbf_kernel_sums_to_its_mass_over_mass_plus_epsilon():
     # At the initial Lambda 3 the window's mass is about 4 exp(-9) = 4.94e-4 (the four
     # nearest neighbours), so the 1e-5 of the normaliser leaves the kernel summing to

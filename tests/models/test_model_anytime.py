@@ -133,6 +133,7 @@ def test_threshold_zero_keeps_exit_one_everywhere():
         assert torch.equal(out, outs[0])
 
 
+@pytest.mark.numerics
 def test_no_state_between_calls_and_per_image_masks_in_a_batch():
     torch.manual_seed(1)
     a, b = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64) * 2

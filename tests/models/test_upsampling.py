@@ -23,6 +23,10 @@ from tiny import tiny_model
 U64 = 2.0 ** -53  # unit roundoff of float64
 
 
+# Float32 results held to bounds that other summation orders must also meet.
+pytestmark = pytest.mark.numerics
+
+
 def source_coordinates(out_size, in_size):
     """Half-pixel centres: output pixel i reads source coordinate (i + 0.5) * in / out
     - 0.5, clamped at 0; returns the two source pixels and the weight of the second."""
