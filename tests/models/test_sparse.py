@@ -242,6 +242,53 @@ def test_deep_branches_and_fill_reaches_equal_dense(lambdas):
         branches = ref_branches
 
 
+def test_residual_branches_run_on_the_near_set(monkeypatch):
+    """Branches of masked BasicBlocks, and the transitions feeding them, take the near-set
+    path (equality alone would not show it: the general path gives the same outputs)."""
+    calls = {'branch': 0, 'transition': 0}
+
+    def spy(name, real):
+        def run(*args):
+            calls[name] += 1
+            return real(*args)
+        return run
+
+    monkeypatch.setattr(engine, 'run_near_branch', spy('branch', engine.run_near_branch))
+    monkeypatch.setattr(engine, 'transition_near_map',
+                        spy('transition', engine.transition_near_map))
+    model = randomise(tiny_model('adpc'))
+    branches = segment_inputs(model, torch.randn(1, 3, 64, 96))
+    masks = SmoothNoiseMasks(1, (16, 24), 0.3, smoothness=4, seed=1)
+    sparse_segment(model, 1, branches, masks, POLICIES['sparse'])
+    assert calls == {'branch': 2, 'transition': 2}  # stage 2: two branches, both new
+
+
+@pytest.mark.parametrize('lam,reach', [(3.0, 1), (2.0, 2), (1.0, 3), (0.3, 3)])
+def test_fill_reach_follows_lambda(lam, reach):
+    conv = MaskedConv2d(2, 2, 3, padding=1, slot=MaskSlot())
+    conv.Lambda.data.fill_(lam)
+    kernel, got = fill_kernel(conv)
+    full = rbf_kernel(conv.Lambda, conv.square_dis).detach()
+    dropped = kernel == 0
+    assert got == reach
+    assert torch.equal(kernel[~dropped], full[~dropped])
+    assert (full[dropped] < full.max() * NEGLIGIBLE_FILL_WEIGHT).all()
+    centre = kernel.shape[-1] // 2
+    beyond = torch.ones_like(dropped)
+    beyond[centre - reach:centre + reach + 1, centre - reach:centre + reach + 1] = False
+    assert dropped[beyond].all()
+    assert fill_kernel(MaskedConv2d(2, 2, 3, padding=1, slot=MaskSlot(), rbf=False)) == (None, 0)
+
+
+@pytest.mark.parametrize('size', [(7, 9), (1, 5), (16, 24)])
+@pytest.mark.parametrize('radius', [1, 2, 3])
+def test_rings_match_a_max_pool_dilation(size, radius):
+    mask = (torch.rand(2, 1, *size) < 0.2).float()
+    near = F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius).reshape(-1) > 0.5
+    geom = MaskGeometry(mask)
+    assert torch.equal(geom.ring_mask(radius), near & (mask.reshape(-1) < 0.5))
+
+
 @pytest.mark.parametrize('size', [(50, 70), (33, 65)])
 def test_odd_sizes_equal_dense(size):
     model = randomise(tiny_model('ca'))
