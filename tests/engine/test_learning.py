@@ -22,7 +22,12 @@ from utils.distributed import DistContext
 from models.flops import anytime_flops
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'models'))
+import rounding  # noqa: E402
 from tiny import tiny_cfg  # noqa: E402
+
+# Float32 results held to bounds that other summation orders must also meet.
+pytestmark = pytest.mark.numerics
+
 
 PALETTE = [(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
            (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
@@ -30,8 +35,13 @@ PALETTE = [(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 
            (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32)]  # trainId order
 LABEL_IDS = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
 HEIGHT, WIDTH, BLOCK = 64, 128, 16
-# Chance: a constant prediction scores about 1/19 IoU on one class, 0.3% mIoU.
-MIOU_FLOOR = 0.5
+# Chance: a constant prediction scores about 1/19 IoU on one class, 0.3% mIoU. The
+# training is chaotic: rounding differences (thread count, SIMD width) and other seeds
+# give mIoUs of 0.55 to 0.91 per exit, so the floor, 80x chance, leaves a 2x margin.
+MIOU_FLOOR = 0.25
+# Sparse inference is only tested on masks with both kinds of pixels in quantity; over
+# those runs exit 1 computes 19% to 59% of the pixels after it.
+DENSITY_RANGE = (0.1, 0.9)
 
 
 def write_blocks(root, splits, seed=0):
@@ -57,10 +67,21 @@ def write_blocks(root, splits, seed=0):
             f.write('\n'.join(lines) + '\n')
 
 
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """The training and every test here on one thread, whatever earlier tests set: the
+    summation order, hence the trained weights, depend on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, one_thread):
     """A tiny masked model (original heads) trained for 64 steps; its config, final
-    evaluation and model."""
+    evaluation and model. The training seeds everything itself (weights, data order,
+    augmentation), whatever state earlier tests leave."""
     root = str(tmp_path_factory.mktemp('blocks'))
     write_blocks(root, {'train': 16, 'val': 4})
     cfg = tiny_cfg('ca', 'DATASET.ROOT', root, 'OUTPUT_DIR', str(tmp_path_factory.mktemp('out')),
@@ -106,41 +127,66 @@ def test_trained_masks_skip_pixels_below_the_unmasked_cost(trained):
         assert masked[k] - masked[k - 1] < unmasked[k] - unmasked[k - 1], (masked, unmasked)
 
 
+def validation_loader(cfg):
+    """The loader of the training's final evaluation (TEST.BATCH_SIZE_PER_GPU)."""
+    return eval_loader(build_dataset(cfg, cfg.DATASET.TEST_SET, train=False),
+                       cfg.TEST.BATCH_SIZE_PER_GPU, DistContext())
+
+
+def validation_images(cfg):
+    return torch.cat([batch[0] for batch in validation_loader(cfg)])
+
+
 def test_sparse_inference_on_trained_masks_equals_dense(trained):
     cfg, result, model = trained
-    loader = eval_loader(build_dataset(cfg, cfg.DATASET.TEST_SET, train=False), 1, DistContext())
-    images = torch.cat([batch[0] for batch in loader])
+    images = validation_images(cfg)
     model.eval()
+    execution = model.execution
     with torch.no_grad():
         model.execution = 'dense'
-        dense = model(images)
+        dense, masks = model(images, return_masks=True)
         model.execution = 'sparse'
-        sparse = model(images)
-        density = model.segment_masks(dense[0]).at(dense[0].shape[-2:]).mean().item()
-    assert density < 0.5  # exit 1 is confident about most pixels
-    for a, b in zip(sparse, dense):
-        assert (a - b).abs().max() <= 2e-6 * b.abs().max()
-    matrices = evaluate(model, loader, 19, 255, DistContext())
-    assert [m.mean_iou() for m in matrices] == pytest.approx(result['mIoU'])
+        sparse = model(images, masks=masks)  # the same masks: see the float64 runs below
+        density = masks[0].at(dense[0].shape[-2:]).mean().item()
+    assert DENSITY_RANGE[0] < density < DENSITY_RANGE[1], density
+    # Both within float32's reach of the exact (float64) result on the same masks, which
+    # keeps a pixel whose confidence is within rounding of the threshold on one side.
+    with torch.no_grad():
+        exact, spread = rounding.exact_and_spread(
+            lambda m: dict(enumerate(m(images.double(), masks=masks))), model)
+    for k, (a, b) in enumerate(zip(sparse, dense)):
+        bound = rounding.SAFETY * spread[k]
+        assert (a.double() - exact[k]).abs().max() <= bound, f'exit {k + 1} sparse'
+        assert (b.double() - exact[k]).abs().max() <= bound, f'exit {k + 1} dense'
+    # The training's final evaluation ran the same model in the same execution mode, on
+    # batches of the same size, on one thread, as here: the same operations in the same
+    # order give the same bits.
+    model.execution = execution
+    matrices = evaluate(model, validation_loader(cfg), 19, 255, DistContext())
+    assert [m.mean_iou() for m in matrices] == result['mIoU']
 
 
-def test_masks_under_bf16_autocast_agree_with_float32(trained):
-    """Mixed precision changes which pixels the later segments compute only near the
-    threshold: on a trained model, the masks of exits 1-3 agree on 99% of pixels."""
+def test_masks_under_bf16_autocast_differ_only_near_the_threshold(trained):
+    """Mixed precision changes which pixels the later segments compute only where the
+    confidence is within reach of the threshold: the top softmax probability moves by at
+    most half the largest change of a logit (sum_j |dp_i/dz_j| = 2 p_i (1 - p_i) <= 1/2),
+    plus the float32 rounding of the softmax itself (num_classes + 3 roundings of p_i)."""
     cfg, _, model = trained
-    loader = eval_loader(build_dataset(cfg, cfg.DATASET.TEST_SET, train=False), 1, DistContext())
-    images = torch.cat([batch[0] for batch in loader])
+    images = validation_images(cfg)
     model.eval()
     with torch.no_grad():
         reference = model(images)
         with torch.autocast('cpu', dtype=torch.bfloat16):
             mixed = model(images)
-    agree = total = 0
-    for fp32_logits, bf16_logits in zip(reference[:3], mixed[:3]):
+    density = model.segment_masks(reference[0]).at(reference[0].shape[-2:]).mean().item()
+    assert DENSITY_RANGE[0] < density < DENSITY_RANGE[1], density
+    softmax_rounding = (cfg.DATASET.NUM_CLASSES + 3) * rounding.U
+    for k, (fp32_logits, bf16_logits) in enumerate(zip(reference[:3], mixed[:3]), start=1):
         size = tuple(fp32_logits.shape[-2:])
-        fp32_mask = model.segment_masks(fp32_logits).at(size)
-        bf16_mask = model.segment_masks(bf16_logits).at(size)
-        agree += (fp32_mask == bf16_mask).sum().item()
-        total += fp32_mask.numel()
-    assert 0 < model.segment_masks(reference[0]).at(size).float().mean() < 1  # both kinds
-    assert agree / total >= 0.99, agree / total
+        differ = model.segment_masks(fp32_logits).at(size) != \
+            model.segment_masks(bf16_logits).at(size)  # N x 1 x h x w
+        confidence = torch.softmax(fp32_logits, dim=1).amax(dim=1, keepdim=True)
+        moved = (bf16_logits.float() - fp32_logits).abs().amax(dim=1, keepdim=True)
+        reach = moved / 2 + softmax_rounding
+        distance = (confidence - model.mask_threshold).abs()
+        assert (distance[differ] <= reach[differ]).all(), f'exit {k}'

@@ -7,6 +7,8 @@ import torch.nn as nn
 from models.confidence import ConfidenceMasks
 from models.masked_conv import MaskedConv2d, MaskSlot, rbf_kernel, squared_distances
 
+U = 2.0 ** -24  # unit roundoff of float32
+
 
 class FixedMasks:
     """Stands in for ConfidenceMasks: the same mask whatever the size asked for."""
@@ -28,8 +30,10 @@ def masked_and_plain(in_channels=3, out_channels=4, **kwargs):
 
 
 def hand_rbf(y, mask, Lambda):
-    """The RBF fill written out pixel by pixel: skipped pixels get the Gaussian-weighted
-    sum of their computed neighbours in a 7x7 window, weights normalised over the window."""
+    """The RBF fill written out pixel by pixel, in float64: skipped pixels get the
+    Gaussian-weighted sum of their computed neighbours in a 7x7 window, weights
+    normalised over the window."""
+    y = y.double()
     weights = {}
     for di in range(-3, 4):
         for dj in range(-3, 4):
@@ -86,6 +90,7 @@ def test_all_zeros_mask_gives_zeros():
     assert torch.count_nonzero(masked(x)) == 0
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize('Lambda', [3.0, 0.5])
 def test_mixed_mask_matches_hand_computed_rbf_fill(Lambda):
     masked, plain = masked_and_plain()
@@ -95,8 +100,14 @@ def test_mixed_mask_matches_hand_computed_rbf_fill(Lambda):
     x = torch.randn(2, 3, 8, 9)
     mask = (torch.rand(2, 1, 8, 9) < 0.4).float()
     masked.slot.masks = FixedMasks(mask)
-    expected = hand_rbf(plain(x).detach(), mask, Lambda)
-    assert torch.allclose(masked(x), expected, atol=1e-5)
+    y = plain(x).detach()  # the convolution itself: the same in both
+    expected = hand_rbf(y, mask, Lambda)
+    # float32 rounding of the fill, worst case: each of the 48 kernel weights is
+    # exp(-Lambda^2 d^2) (the exponent off by d^2 Lambda^2 u, d^2 <= 18, and the exp by
+    # u) over a 49-term sum (49u) and one division (u); the fill sums 48 products
+    # (48u + 1 of the product) of values |y| with weights summing to at most 1.
+    bound = (18 * Lambda ** 2 + 1 + 49 + 1 + 49) * U * y.abs().max().item()
+    assert (masked(x).double() - expected).abs().max() <= bound
 
 
 def test_mask_follows_output_size_of_strided_conv():
@@ -118,11 +129,17 @@ def test_lambda_learns_through_the_fill():
     assert masked.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.numerics
 def test_rbf_kernel_sums_to_its_mass_over_mass_plus_epsilon():
     # At the initial Lambda 3 the window's mass is about 4 exp(-9) = 4.94e-4 (the four
     # nearest neighbours), so the 1e-5 of the normaliser leaves the kernel summing to
     # 4.94e-4 / (4.94e-4 + 1e-5) = 0.980, not 1: fills are pulled slightly towards 0.
-    assert rbf_kernel(torch.tensor(3.0), squared_distances()).sum().item() == \
-        pytest.approx(0.9801, abs=2e-4)
+    mass = sum(math.exp(-9 * (di * di + dj * dj))
+               for di in range(-3, 4) for dj in range(-3, 4) if di or dj)
+    assert mass / (mass + 1e-5) == pytest.approx(0.980, abs=1e-3)
+    # float32: each weight within (d^2·Lambda^2 + 1)·u (d^2 <= 18), the 49-term sum and
+    # the division add 50u, relative.
+    got = rbf_kernel(torch.tensor(3.0), squared_distances()).sum().item()
+    assert got == pytest.approx(mass / (mass + 1e-5), rel=(18 * 9 + 1 + 50) * U)
     # A sharp kernel (Lambda 6: mass 4 exp(-36) ~ 1e-15) fills with almost nothing.
     assert rbf_kernel(torch.tensor(6.0), squared_distances()).sum().item() < 1e-8
