@@ -50,8 +50,8 @@ class Phase:
         end_epoch (int): one past its last epoch.
         base_lr (float): base learning rate of the poly schedule.
         epoch_iters (int): schedule iterations per epoch.
-        first_lr (float or None): learning rate of the phase's very first step (the
-            optimiser's initial one); None: ``base_lr``.
+        first_lr (float): learning rate of the phase's very first step (the
+            optimiser's initial one in the original).
     """
     name: str
     loader: object
@@ -59,11 +59,7 @@ class Phase:
     end_epoch: int
     base_lr: float
     epoch_iters: int
-    first_lr: float = None
-
-    def __post_init__(self):
-        if self.first_lr is None:
-            self.first_lr = self.base_lr
+    first_lr: float
 
     @property
     def max_it(self):
@@ -270,7 +266,8 @@ def train(cfg, cfg_path, ctx):
         try:
             stats = train_one_epoch(
                 model, phase.loader, optimizer, epoch=epoch, base_lr=phase.base_lr,
-                first_lr=phase.first_lr, max_it=phase.max_it, first_it=(epoch - phase.first_epoch) * phase.epoch_iters,
+                first_lr=phase.first_lr, max_it=phase.max_it,
+                first_it=(epoch - phase.first_epoch) * phase.epoch_iters,
                 ctx=ctx, trainable=trainable, writer=writer, global_step=state.iteration,
                 print_freq=cfg.PRINT_FREQ, num_epochs=end_epoch, precision=precision)
         except NonFiniteLossError:
