@@ -97,8 +97,11 @@ _C.TRAIN.RESUME = False  # same as AUTO_RESUME (the original's name)
 _C.TRAIN.BATCH_SIZE_PER_GPU = 32  # batch of one training process
 _C.TRAIN.SHUFFLE = True  # shuffle the training set every epoch
 _C.TRAIN.NUM_SAMPLES = 0  # use only the first N training images (0 = all)
-_C.TRAIN.EE_ONLY = False  # train only exits 1-3 (rest frozen in eval mode) at EXTRA_LR
-_C.TRAIN.ALLE_ONLY = False  # train exits 1-3 and last_layer (rest frozen) at EXTRA_LR
+_C.TRAIN.EE_ONLY = False  # train only exits 1-3 (rest frozen in eval mode); rate: EE_ONLY_LR
+_C.TRAIN.ALLE_ONLY = False  # train exits 1-3 and last_layer (rest frozen); rate: EE_ONLY_LR
+# Learning rate of EE_ONLY / ALLE_ONLY: 'original' as the original release ran (first step
+# at EXTRA_LR, then LR x poly), 'extra' as it was documented (EXTRA_LR x poly throughout)
+_C.TRAIN.EE_ONLY_LR = 'original'
 _C.TRAIN.EVAL_INTERVAL = 1  # validate every N epochs, keeping best.pth by mean mIoU (0 = never)
 _C.TRAIN.AMP = False  # mixed precision: autocast fp16 + gradient scaler on CUDA, bf16 on CPU
 
@@ -172,6 +175,7 @@ ALLOWED = {
     'TRAIN.BATCH_SIZE_PER_GPU': POSITIVE,
     'TRAIN.NUM_SAMPLES': COUNT,
     'TRAIN.EVAL_INTERVAL': COUNT,
+    'TRAIN.EE_ONLY_LR': OneOf('original', 'extra'),
     'TEST.IMAGE_SIZE': IMAGE_SIZE,
     'TEST.BASE_SIZE': POSITIVE,
     'TEST.BATCH_SIZE_PER_GPU': POSITIVE,

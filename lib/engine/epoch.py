@@ -48,14 +48,16 @@ def _check_finite(losses, epoch, i_iter, it):
 
 
 def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_it, ctx,
-                    trainable=None, writer=None, global_step=0, print_freq=20,
+                    first_lr=None, trainable=None, writer=None, global_step=0, print_freq=20,
                     num_epochs=None, precision=None):
     """Train one epoch with the poly learning rate.
 
     The learning rate of step i (0-based in this epoch) is
     ``poly_lr(base_lr, first_it + i - 1, max_it)``, i.e. it is set after every step from
-    the step's schedule iteration, as in the original (the very first step uses
-    ``base_lr``).
+    the step's schedule iteration, as in the original (the very first step of the
+    schedule uses ``first_lr``, the optimiser's initial rate in the original). A resumed
+    epoch therefore starts where the schedule left off, as the original's restored
+    optimiser did.
 
     Args:
         model (nn.Module): FullModel, possibly wrapped in DistributedDataParallel;
@@ -67,6 +69,8 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
         max_it (int): iterations of the whole schedule.
         first_it (int): schedule iteration of this epoch's first step.
         ctx (DistContext): this process.
+        first_lr (float or None): learning rate of schedule iteration 0; None:
+            ``base_lr``.
         trainable (list[nn.Module] or None): see :func:`set_train_mode`.
         writer (SummaryWriter or None): TensorBoard writer (rank 0).
         global_step (int): optimiser steps taken so far in the run; step i of the run is
@@ -86,7 +90,10 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
     precision = precision or MixedPrecision(ctx.device)
     set_train_mode(model, trainable)
     skipped = 0
-    set_lr(optimizer, base_lr if first_it == 0 else poly_lr(base_lr, first_it - 1, max_it))
+    if first_it == 0:
+        set_lr(optimizer, base_lr if first_lr is None else first_lr)
+    else:
+        set_lr(optimizer, poly_lr(base_lr, first_it - 1, max_it))
     sums, count = None, 0
     tic, last_logged = time.time(), -1  # time per iteration since the last Iter line
     bar = progress(loader, f'epoch {epoch + 1}', ctx.is_main)

@@ -48,8 +48,10 @@ class Phase:
         loader (DataLoader): training loader of this process.
         first_epoch (int): first epoch of the phase (0-based, run-wide).
         end_epoch (int): one past its last epoch.
-        base_lr (float): base learning rate.
+        base_lr (float): base learning rate of the poly schedule.
         epoch_iters (int): schedule iterations per epoch.
+        first_lr (float): learning rate of the phase's very first step (the
+            optimiser's initial one in the original).
     """
     name: str
     loader: object
@@ -57,6 +59,7 @@ class Phase:
     end_epoch: int
     base_lr: float
     epoch_iters: int
+    first_lr: float
 
     @property
     def max_it(self):
@@ -108,10 +111,26 @@ def build_optimizer(cfg, model, base_lr):
                            weight_decay=cfg.TRAIN.WD, nesterov=cfg.TRAIN.NESTEROV)
 
 
+def main_phase_lrs(train_cfg):
+    """(base lr, first step's lr) of the main phase.
+
+    EE_ONLY / ALLE_ONLY with EE_ONLY_LR 'original' follow what the original release did:
+    its optimiser starts at EXTRA_LR, but after every step its schedule sets TRAIN.LR x
+    poly, so the first step runs at EXTRA_LR and the rest at LR x poly. 'extra' gives
+    EXTRA_LR x poly throughout, as the original's documentation describes.
+    """
+    t = train_cfg
+    if not (t.EE_ONLY or t.ALLE_ONLY):
+        return t.LR, t.LR
+    if t.EE_ONLY_LR == 'extra':
+        return t.EXTRA_LR, t.EXTRA_LR
+    return t.LR, t.EXTRA_LR
+
+
 def plan_phases(cfg, ctx, build_loader):
-    """The main phase (TRAIN_SET for END_EPOCH epochs at LR, or EXTRA_LR with
-    EE_ONLY/ALLE_ONLY) and the optional extra phase (EXTRA_TRAIN_SET for EXTRA_EPOCH
-    epochs at EXTRA_LR).
+    """The main phase (TRAIN_SET for END_EPOCH epochs at LR; with EE_ONLY/ALLE_ONLY see
+    :func:`main_phase_lrs`) and the optional extra phase (EXTRA_TRAIN_SET for
+    EXTRA_EPOCH epochs at EXTRA_LR).
 
     Args:
         cfg (CfgNode): the config.
@@ -123,16 +142,15 @@ def plan_phases(cfg, ctx, build_loader):
         raise ConfigError(f'TRAIN.EXTRA_EPOCH is {t.EXTRA_EPOCH} but DATASET.EXTRA_TRAIN_SET is '
                           'empty: set both, or TRAIN.EXTRA_EPOCH 0')
     phases = []
-    for name, list_path, first, end, lr in (
-            ('train', cfg.DATASET.TRAIN_SET, 0, t.END_EPOCH,
-             t.EXTRA_LR if (t.EE_ONLY or t.ALLE_ONLY) else t.LR),
+    for name, list_path, first, end, (lr, first_lr) in (
+            ('train', cfg.DATASET.TRAIN_SET, 0, t.END_EPOCH, main_phase_lrs(t)),
             ('extra', cfg.DATASET.EXTRA_TRAIN_SET, t.END_EPOCH, t.END_EPOCH + t.EXTRA_EPOCH,
-             t.EXTRA_LR)):
+             (t.EXTRA_LR, t.EXTRA_LR))):
         if end <= first:
             continue
         loader = build_loader(list_path)
         iters = iterations_per_epoch(len(loader.dataset), t.BATCH_SIZE_PER_GPU, ctx.world_size)
-        phases.append(Phase(name, loader, first, end, lr, iters))
+        phases.append(Phase(name, loader, first, end, lr, iters, first_lr))
     return phases
 
 
@@ -230,7 +248,7 @@ def train(cfg, cfg_path, ctx):
     unused = cfg.MASK.USE and cfg.MASK.INTERPOLATION != 'rbf'
     model = wrap_model(full_model, ctx, find_unused_parameters=unused)
     full_model = unwrap(model)
-    optimizer = build_optimizer(cfg, model, phases[0].base_lr if phases else cfg.TRAIN.LR)
+    optimizer = build_optimizer(cfg, model, phases[0].first_lr if phases else cfg.TRAIN.LR)
     precision = MixedPrecision(ctx.device, cfg.TRAIN.AMP)
     if resume:  # the optimiser's state goes to the device of its (wrapped) parameters
         restore_optimizer(checkpoint, checkpoint_path, optimizer, precision)
@@ -248,7 +266,8 @@ def train(cfg, cfg_path, ctx):
         try:
             stats = train_one_epoch(
                 model, phase.loader, optimizer, epoch=epoch, base_lr=phase.base_lr,
-                max_it=phase.max_it, first_it=(epoch - phase.first_epoch) * phase.epoch_iters,
+                first_lr=phase.first_lr, max_it=phase.max_it,
+                first_it=(epoch - phase.first_epoch) * phase.epoch_iters,
                 ctx=ctx, trainable=trainable, writer=writer, global_step=state.iteration,
                 print_freq=cfg.PRINT_FREQ, num_epochs=end_epoch, precision=precision)
         except NonFiniteLossError:

@@ -4,7 +4,11 @@ As in HRNet-Segmentation, every image can be evaluated through several *passes*:
 scale of TEST.SCALE_LIST (the long side resized to TEST.BASE_SIZE x scale), each also
 horizontally flipped with TEST.FLIP_TEST. A pass whose scaled input is larger than the
 crop (TEST.IMAGE_SIZE) runs on overlapping crops of that size, with a stride of 2/3 of
-the crop, and its scores are averaged where crops overlap.
+the crop, and its scores are averaged where crops overlap. The flipped pass flips each
+crop, not the image: its crops are the unflipped pass's windows, each mirrored, run, and
+its scores mirrored back into place (HRNet-Segmentation's ``inference(..., flip)`` per
+crop). Mirroring the whole image instead would move the windows whenever they do not lie
+symmetrically about the image's centre.
 
 Every crop of every pass is one forward of the whole anytime network, so a masked model
 computes its confidence masks and its copy aggregation within that forward, from that
@@ -113,10 +117,10 @@ def crop_windows(size, crop_size):
 
 @dataclass
 class Pass:
-    """One resized (and possibly flipped) view of the image and the exits' logits of each
-    of its crops."""
+    """One resized view of the image and the exits' logits of each of its crops (of each
+    crop mirrored, when ``flipped``)."""
     size: tuple      # (h, w) of the resized input
-    flipped: bool
+    flipped: bool    # each crop ran mirrored; its logits are mirrored back when combined
     windows: list    # (top, left, height, width) per crop
     padded: list     # (h, w) of each crop after padding (its logits cover that)
     logits: list     # per crop: the exits' logits, each 1 x C x h' x w'
@@ -155,15 +159,16 @@ class MultiPassResult:
         total = first.new_zeros(first.shape[:2] + tuple(p.size))
         count = first.new_zeros((1, 1) + tuple(p.size))
         for (top, left, h, w), padded, logits in zip(p.windows, p.padded, p.logits):
+            # The padding lies below and right of the (mirrored) crop: cut it, then mirror.
             scores = upsample_to(logits[k], padded)[:, :, :h, :w]
+            if p.flipped:
+                scores = scores.flip(-1)
             if probabilities:
                 scores = scores.softmax(dim=1)
             total[:, :, top:top + h, left:left + w] += scores
             count[:, :, top:top + h, left:left + w] += 1
         if len(p.windows) > 1:
             total = total / count
-        if p.flipped:
-            total = total.flip(-1)
         return upsample_to(total, self.size)
 
 
@@ -190,13 +195,12 @@ def multi_pass_inference(forward, image, modes):
     passes, cost = [], None
     for scaled in sizes:
         x = upsample_to(image, scaled)  # the normalised tensor, bilinear (linear in the colours)
+        windows = crop_windows(scaled, modes.crop_size)  # the same for the flipped pass
         for flipped in (False, True) if modes.flip else (False,):
-            view = x.flip(-1) if flipped else x
-            windows = crop_windows(scaled, modes.crop_size)
             logits, padded = [], []
             for top, left, h, w in windows:
-                crop = pad_to_multiple(view[:, :, top:top + h, left:left + w],
-                                       modes.pad_multiple)
+                crop = x[:, :, top:top + h, left:left + w]
+                crop = pad_to_multiple(crop.flip(-1) if flipped else crop, modes.pad_multiple)
                 outputs, crop_cost = forward(crop)
                 logits.append(list(outputs))
                 padded.append(tuple(crop.shape[-2:]))

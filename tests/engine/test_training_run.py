@@ -152,6 +152,64 @@ def test_extra_phase_trains_on_its_list_at_extra_lr_with_its_own_schedule(
     assert lists == ['list/cityscapes/train.lst'] * 6 + ['list/cityscapes/val.lst'] * 8
 
 
+# Exit fine-tuning (TRAIN.EE_ONLY / ALLE_ONLY) as the original release ran it: its
+# optimiser groups start at EXTRA_LR, and after every optimiser step at schedule iteration
+# `it` its adjust_learning_rate sets every group to TRAIN.LR * (1 - it / max_it) ** 0.9.
+LR, EXTRA_LR, MAX_IT = 0.01, 0.001, 6  # 2 epochs of 3 steps
+
+
+def original_fine_tuning_lr(step):
+    """The original's learning rate of optimiser step ``step`` (0-based)."""
+    return EXTRA_LR if step == 0 else LR * (1 - (step - 1) / MAX_IT) ** 0.9
+
+
+FINE_TUNING = ['TRAIN.LR', LR, 'TRAIN.EXTRA_LR', EXTRA_LR, 'TRAIN.EVAL_INTERVAL', 0]
+
+
+@pytest.mark.parametrize('key', ['TRAIN.EE_ONLY', 'TRAIN.ALLE_ONLY'])
+def test_exit_fine_tuning_runs_at_extra_lr_once_then_at_lr_times_poly(
+        data_root, tmp_path, monkeypatch, key):
+    rec, _ = run(data_root, str(tmp_path), monkeypatch, key, True, *FINE_TUNING)
+    assert rec.step_lrs[:4] == pytest.approx([0.001, 0.01, 0.01 * (5 / 6) ** 0.9,
+                                              0.01 * (4 / 6) ** 0.9])
+    assert rec.step_lrs == pytest.approx([original_fine_tuning_lr(i) for i in range(MAX_IT)])
+
+
+def test_exit_fine_tuning_at_extra_lr_throughout_on_request(data_root, tmp_path, monkeypatch):
+    rec, _ = run(data_root, str(tmp_path), monkeypatch, 'TRAIN.EE_ONLY', True,
+                 'TRAIN.EE_ONLY_LR', 'extra', *FINE_TUNING)
+    assert rec.step_lrs == pytest.approx(
+        [EXTRA_LR] + [EXTRA_LR * (1 - i / MAX_IT) ** 0.9 for i in range(MAX_IT - 1)])
+
+
+class Interrupted(Exception):
+    """Stands for a run killed right after its first checkpoint."""
+
+
+def test_resumed_exit_fine_tuning_continues_at_lr_times_poly(data_root, tmp_path, monkeypatch):
+    real_save = training.save_checkpoint
+
+    def save_then_stop(path, state, *args, **kwargs):
+        real_save(path, state, *args, **kwargs)
+        raise Interrupted
+
+    monkeypatch.setattr(training, 'save_checkpoint', save_then_stop)
+    opts = ['TRAIN.EE_ONLY', True, 'AUTO_RESUME', True, *FINE_TUNING]
+    with pytest.raises(Interrupted):
+        run(data_root, str(tmp_path), monkeypatch, *opts)
+    monkeypatch.setattr(training, 'save_checkpoint', real_save)
+    out = os.path.join(str(tmp_path), 'cityscapes', 'run')
+    checkpoint = torch.load(os.path.join(out, 'checkpoint.pth.tar'), weights_only=True)
+    assert checkpoint['epoch'] == 1
+    # The original resumed from its saved optimiser, whose lr is the last one its
+    # schedule set: LR * poly(2), after the third step. The first step after the resume
+    # runs at that rate, not at EXTRA_LR, and the run goes on as if never stopped.
+    assert checkpoint['optimizer']['param_groups'][0]['lr'] == pytest.approx(
+        original_fine_tuning_lr(3))
+    rec, _ = run(data_root, str(tmp_path), monkeypatch, *opts)
+    assert rec.step_lrs == pytest.approx([original_fine_tuning_lr(i) for i in (3, 4, 5)])
+
+
 def test_best_pth_holds_the_best_validated_epoch(data_root, tmp_path, monkeypatch):
     rec, out = run(data_root, str(tmp_path), monkeypatch, 'TRAIN.END_EPOCH', 3,
                    mious=[0.2, 0.5, 0.3])

@@ -108,15 +108,27 @@ def test_phases_main_then_extra_set_at_extra_lr():
     sizes = {cfg.DATASET.TRAIN_SET: 20, cfg.DATASET.EXTRA_TRAIN_SET: 28}
     main, extra = plan_phases(cfg, DistContext(world_size=2), lambda p: fake_loader(sizes[p]))
     assert (main.first_epoch, main.end_epoch, main.base_lr, main.epoch_iters) == (0, 4, 0.01, 5)
+    assert main.first_lr == 0.01 and extra.first_lr == 0.001
     assert main.max_it == 20
     assert (extra.first_epoch, extra.end_epoch, extra.base_lr, extra.epoch_iters) == (4, 6, 0.001, 7)
     assert extra.max_it == 14
 
 
-def test_ee_only_trains_at_extra_lr():
-    cfg = phases_cfg(END_EPOCH=2, EE_ONLY=True, LR=0.01, EXTRA_LR=0.003)
+@pytest.mark.parametrize('key', ['EE_ONLY', 'ALLE_ONLY'])
+def test_exit_fine_tuning_starts_at_extra_lr_then_follows_lr_as_the_original(key):
+    cfg = phases_cfg(END_EPOCH=2, LR=0.01, EXTRA_LR=0.003, **{key: True})
     (main,) = plan_phases(cfg, DistContext(), lambda p: fake_loader(8))
-    assert main.base_lr == 0.003
+    assert (main.first_lr, main.base_lr) == (0.003, 0.01)
+    cfg.TRAIN.EE_ONLY_LR = 'extra'
+    (main,) = plan_phases(cfg, DistContext(), lambda p: fake_loader(8))
+    assert (main.first_lr, main.base_lr) == (0.003, 0.003)
+
+
+def test_extra_phase_of_exit_fine_tuning_keeps_extra_lr():
+    cfg = phases_cfg(END_EPOCH=2, EXTRA_EPOCH=1, EE_ONLY=True, LR=0.01, EXTRA_LR=0.003)
+    cfg.DATASET.EXTRA_TRAIN_SET = 'list/cityscapes/trainval.lst'
+    _, extra = plan_phases(cfg, DistContext(), lambda p: fake_loader(8))
+    assert (extra.first_lr, extra.base_lr) == (0.003, 0.003)
 
 
 def test_extra_epochs_without_extra_set_name_both_keys():

@@ -7,8 +7,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from evaluation.metrics import FlopsMeter
 from evaluation.passes import EvalModes, crop_windows, multi_pass_inference, scaled_size, \
     window_starts
+from models.flops import FlopsCounter
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'models'))
 from tiny import mixed_mask_model  # noqa: E402
@@ -159,6 +161,95 @@ def test_flip_of_a_position_dependent_model_averages_the_mirror_image():
     right, mirrored = torch.softmax(torch.cat([ramp, ramp * 0]), 0), \
         torch.softmax(torch.cat([ramp.flip(-1), ramp * 0]), 0)
     assert torch.allclose(result.scores(0)[0, :, 0], ((right + mirrored) / 2)[:, 0, 0])
+
+
+class CropPosition(nn.Module):
+    """Logits that depend on what a pixel shows and on where it lies within its crop (a
+    ramp from the crop's left edge): mirroring each crop and mirroring the whole image
+    then differ wherever the windows do not lie symmetrically about the image's centre."""
+
+    def forward(self, x):
+        ramp = (torch.arange(x.shape[-1], dtype=x.dtype) / 4).expand(1, 1, *x.shape[-2:])
+        content = x[:, :1]
+        logits = torch.cat([content + ramp, -content, ramp.flip(-1) - content], dim=1)
+        return [logits * (k + 1) for k in range(4)]
+
+
+def flip_by_hand(model, image, lefts, width, k):
+    """HRNet-Segmentation's flip with sliding windows, probabilities averaged: every
+    window runs as it is and mirrored, the mirrored crop's output is mirrored back, and
+    the probabilities of every run covering a pixel are averaged."""
+    total = torch.zeros(1, 3, *image.shape[-2:])
+    count = torch.zeros(1, 1, *image.shape[-2:])
+    for left in lefts:
+        crop = image[..., left:left + width]
+        for flip in (False, True):
+            p = model(crop.flip(-1) if flip else crop)[k].softmax(1)
+            total[..., left:left + width] += p.flip(-1) if flip else p
+            count[..., left:left + width] += 1
+    return total / count
+
+
+def flip_of_the_whole_image_by_hand(model, image, lefts, width, k):
+    """The other rule: the windows slide over the mirrored image."""
+    def slide(view):
+        total, count = torch.zeros(1, 3, *view.shape[-2:]), torch.zeros(1, 1, *view.shape[-2:])
+        for left in lefts:
+            total[..., left:left + width] += model(view[..., left:left + width])[k].softmax(1)
+            count[..., left:left + width] += 1
+        return total / count
+    return (slide(image) + slide(image.flip(-1)).flip(-1)) / 2
+
+
+def test_flip_with_sliding_windows_mirrors_each_crop_in_place():
+    torch.manual_seed(3)
+    image = torch.randn(1, 3, 4, 30)
+    # Crops 12 wide at columns 0, 8, 16 and 18; their mirror images would start at
+    # 18, 10, 2 and 0: not the same windows.
+    lefts = window_starts(30, 12)
+    assert lefts == [0, 8, 16, 18] and sorted(30 - 12 - a for a in lefts) != lefts
+    model = CropPosition()
+    result = multi_pass_inference(plain_forward(model), image,
+                                  EvalModes(flip=True, crop_size=(4, 12), pad_multiple=1))
+    assert [(p.flipped, p.windows) for p in result.passes] == \
+        [(False, [(0, a, 4, 12) for a in lefts]), (True, [(0, a, 4, 12) for a in lefts])]
+    assert result.forwards == 8
+    for k in range(4):
+        expected = flip_by_hand(model, image, lefts, 12, k)
+        # Probabilities (at most 1) averaged over at most 4 runs, each a few float32
+        # roundings (relative 6e-8) away from exact: 1e-6 is far above the error.
+        assert torch.allclose(result.scores(k), expected, atol=1e-6)
+        # Sliding over the mirrored image gives other scores: the check above tells the
+        # two rules apart by far more than its tolerance.
+        other = flip_of_the_whole_image_by_hand(model, image, lefts, 12, k)
+        assert (other - expected).abs().max() > 1e-2
+
+
+def test_flip_with_sliding_windows_runs_each_mirrored_crop_with_its_own_masks(masked):
+    model, image = masked
+    meter = FlopsMeter(FlopsCounter(model))
+
+    def forward(x):
+        outputs, masks = model(x, return_masks=True)
+        return outputs, meter.measure(x.shape, masks)
+
+    with torch.no_grad():
+        result = multi_pass_inference(forward, image, EvalModes(flip=True, crop_size=(32, 32)))
+        runs = [(left, flip, model(crop.flip(-1) if flip else crop, return_masks=True))
+                for left in (0, 21, 32) for flip in (False, True)
+                for crop in [image[..., left:left + 32]]]
+    assert result.forwards == 6
+    # Each forward costs what its own masks say (crops of 32 x 32 need no padding); the
+    # same six float64 figures summed in another order: a few ulps (1e-16) apart.
+    costs = [meter.measure((1, 3, 32, 32), masks) for _, _, (_, masks) in runs]
+    assert result.cost == pytest.approx([sum(c) for c in zip(*costs)], rel=1e-12)
+    for k in range(4):
+        total, count = torch.zeros(1, 19, 32, 64), torch.zeros(1, 1, 32, 64)
+        for left, flip, (outputs, _) in runs:
+            p = upsampled(outputs[k], (32, 32)).softmax(1)
+            total[..., left:left + 32] += p.flip(-1) if flip else p
+            count[..., left:left + 32] += 1
+        assert torch.allclose(result.scores(k), total / count, atol=1e-6)
 
 
 def test_multi_scale_is_the_mean_of_single_scale_runs(masked):
