@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from core.loaders import eval_loader, train_loader
-from core.schedule import iterations_per_epoch
+from datasets.loaders import eval_loader, train_loader
+from engine.schedule import iterations_per_epoch
 from utils.distributed import DistContext
 
 WORLD_SIZES = (2, 3)

@@ -11,11 +11,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from core.criterion import upsample_to as loss_upsample
-from core.engine import evaluate
-from core.inference import resize as pass_resize
+from evaluation.loop import evaluate
 from models.confidence import confidence_mask
-from models.hrnet import upsample_to as branch_upsample
+from models.resize import upsample_to
 from utils.distributed import DistContext
 from rounding import bilinear_error_bound
 from tiny import tiny_model
@@ -57,12 +55,12 @@ SIZES = [((3, 5), (7, 12)),     # upsampling by an uneven factor
 
 
 @pytest.mark.parametrize('sizes', SIZES)
-@pytest.mark.parametrize('resize', [branch_upsample, loss_upsample, pass_resize],
-                         ids=['hrnet branches', 'loss and metrics', 'evaluation passes'])
-def test_bilinear_resizes_use_half_pixel_centres(resize, sizes):
+def test_bilinear_resize_uses_half_pixel_centres(sizes):
+    # models.resize.upsample_to is the one resize of HRNet's fusions, the loss, the
+    # metrics and the evaluation passes.
     x = torch.randn(2, 3, *sizes[0], generator=torch.Generator().manual_seed(0),
                     dtype=torch.float64)
-    got = resize(x, sizes[1])
+    got = upsample_to(x, sizes[1])
     assert got.shape == (2, 3, *sizes[1])
     assert (got - bilinear(x, sizes[1])).abs().max() <= bilinear_error_bound(x, U64)
 
