@@ -26,7 +26,7 @@ from utils.run_dir import FINAL_STATE, RUN_CONFIG, check_training_directory, dec
 from utils.runtime import apply_cudnn, autocast, seed_everything
 from evaluation.loop import evaluate
 from evaluation.run import evaluate_model
-from .amp import MixedPrecision
+from .amp import MixedPrecision, MixedPrecisionError
 from .checkpoints import BEST, CHECKPOINT, TrainState, decide_resume, \
     read_checkpoint_everywhere, restore_model, restore_optimizer, save_checkpoint
 from .criterion import FullModel, build_criterion
@@ -251,15 +251,17 @@ def train(cfg, cfg_path, ctx):
                 max_it=phase.max_it, first_it=(epoch - phase.first_epoch) * phase.epoch_iters,
                 ctx=ctx, trainable=trainable, writer=writer, global_step=state.iteration,
                 print_freq=cfg.PRINT_FREQ, num_epochs=end_epoch, precision=precision)
-        except NonFiniteLossError:
+        except (NonFiniteLossError, MixedPrecisionError):
             logger.error(f'training stopped; the last good checkpoint {checkpoint_path} '
                          f'({state.epoch} epochs) is intact')
             raise
         state.iteration = stats['global_step']
         logger.info(f'epoch {epoch + 1}/{end_epoch} ({phase.name}) mean loss {stats["loss"]:.4f}')
-        if stats['skipped_steps']:
+        if stats['skipped_steps'] or stats['non_finite_steps']:
+            scale = '' if precision.scale is None else f', loss scale now {precision.scale:g}'
             logger.info(f'{stats["skipped_steps"]} step(s) skipped by the gradient scaler '
-                        f'(infinite fp16 gradients), scale now {precision.scaler.get_scale():g}')
+                        f'(infinite float16 gradients), {stats["non_finite_steps"]} for a '
+                        f'non-finite loss{scale}')
 
         # Every process evaluates with the BatchNorm statistics that rank 0 saves.
         broadcast_buffers(full_model)
