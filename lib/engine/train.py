@@ -4,7 +4,8 @@
 Per epoch: train, validate every TRAIN.EVAL_INTERVAL epochs (keeping ``best.pth`` by the
 mean mIoU of the exits), then write ``checkpoint.pth.tar`` atomically. With AUTO_RESUME
 a run continues from that checkpoint and ends as if it had never stopped: the data
-order, augmentation and learning rate of an epoch depend only on the epoch. At the end:
+order, augmentation and learning rate of an epoch depend only on the epoch (the weights
+are bit-identical on the CPU; on CUDA see CUDNN.DETERMINISTIC in README.md). At the end:
 ``final_state.pth``, then the evaluation's ``result.txt`` and ``test_stats.json``.
 """
 import logging
@@ -241,8 +242,9 @@ def train(cfg, cfg_path, ctx):
     start_epoch = state.epoch
     for epoch in range(start_epoch, end_epoch):
         phase = next(p for p in phases if p.first_epoch <= epoch < p.end_epoch)
-        # Data order, augmentation and workers' seeds depend only on (epoch, rank), so a
-        # resumed run repeats exactly what the interrupted one would have done.
+        # Data order and augmentation depend only on the epoch (the sampler seeds each
+        # sample, whichever worker reads it), the rest of the process's randomness on
+        # (epoch, rank): a resumed run repeats what the interrupted one would have done.
         seed_everything(epoch * EPOCH_SEED_STRIDE + ctx.rank)
         phase.loader.sampler.set_epoch(epoch)
         try:
