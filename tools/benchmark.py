@@ -6,6 +6,10 @@
 Masks are thresholded smooth noise of the given densities (random weights, or
 TEST.MODEL_FILE); end to end, segments 1-3 get --e2e-densities (the paper's are about
 0.8, 0.6, 0.35) and RH is the same network and weights without masks.
+
+The times are measured with the arithmetic every other tool uses (CUDNN.ALLOW_TF32,
+recorded in the JSON beside the device); the agreement of sparse and auto with dense
+is checked in full float32, so that TF32's rounding does not count as a disagreement.
 """
 import argparse
 import json
@@ -24,7 +28,7 @@ from models.sparse.benchmark import benchmark_end_to_end, benchmark_evaluation, 
 from utils.checkpoint import load_model_weights
 from utils.launch import add_overrides_argument, comma_floats, parse_command_line, \
     reporting_user_errors
-from utils.runtime import device_name
+from utils.runtime import apply_cudnn, device_name, tf32_flags
 
 TOLERANCE = 1e-4  # max |mode - dense| relative to the logits' scale
 
@@ -35,23 +39,6 @@ def set_rbf_lambda(model, value):
         for module in model.modules():
             if isinstance(module, MaskedConv2d):
                 module.Lambda.fill_(value)
-
-
-def full_float32(device):
-    """Turn TF32 off for CUDA convolutions and matrix products; True if it did.
-
-    cuDNN uses TF32 by default on Ampere and newer GPUs (10-bit mantissas), while the
-    sparse engine's gathered products run in float32: the agreement check (TOLERANCE)
-    would then compare TF32 with float32 and fail for the wrong reason.
-
-    Args:
-        device (torch.device): the benchmark's device.
-    """
-    if device.type != 'cuda':
-        return False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    return True
 
 
 def parse_args():
@@ -82,7 +69,7 @@ def parse_args():
 def main():
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     args = parse_args()
-    cfg = update_config(config, args)
+    cfg = update_config(config.clone(), args)
     if not cfg.MASK.USE:
         raise SystemExit(f'{args.cfg}: MASK.USE is off; the execution modes only differ for '
                          f'masked models (add MASK.USE True)')
@@ -94,8 +81,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if full_float32(device):
-        print('TF32 disabled for cuDNN and cuBLAS: every mode computes in float32')
+    apply_cudnn(cfg)
     model = build_model(cfg)
     if cfg.TEST.MODEL_FILE:
         load_model_weights(model, cfg.TEST.MODEL_FILE)
@@ -112,10 +98,10 @@ def main():
                'device': device_name(device) + ('' if device.type == 'cuda'
                                                 else f', {os.cpu_count()} cores'),
                'shape': list(shape),
-               'cfg': args.cfg, 'opts': args.opts, 'rbf_lambda': args.rbf_lambda,
-               'tf32': False}
+               'tf32': tf32_flags(),
+               'cfg': args.cfg, 'opts': args.opts, 'rbf_lambda': args.rbf_lambda}
     print(f"torch {machine['torch']}, {machine['threads']} threads, {machine['device']}, "
-          f"input {shape}, {args.cfg}")
+          f"TF32 {machine['tf32']}, input {shape}, {args.cfg}")
     result = {'machine': machine}
     if not args.skip_segments:
         rows = benchmark_segments(model, x, args.densities, args.warmup, args.repeats)

@@ -10,7 +10,8 @@
 #    and without AMP, then a tiny synthetic run with TRAIN.AMP through tools/train_ee.py,
 #    stopped after one epoch and resumed (gradient scaler state in the checkpoint);
 # 3. tools/calibrate.py --device cuda: break-even densities for policy.BREAK_EVEN['cuda'];
-# 4. tools/benchmark.py --device cuda: dense / sparse / auto / RH figures (TF32 off).
+# 4. tools/benchmark.py --device cuda: dense / sparse / auto / RH figures (TF32 as
+#    CUDNN.ALLOW_TF32 says, recorded in the JSON; agreement checked in float32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-$(mktemp -d)}
@@ -125,7 +126,7 @@ EOF
 echo '== 3. break-even densities on CUDA (for policy.BREAK_EVEN["cuda"])'
 timeout 150 python tools/calibrate.py --device cuda
 
-echo '== 4. benchmark on CUDA: dense / sparse / auto / RH (TF32 off)'
+echo '== 4. benchmark on CUDA: dense / sparse / auto / RH (TF32 convolutions, the default)'
 timeout 200 python tools/benchmark.py --cfg "$W48" --shape 512 1024 --device cuda \
     --repeats 5 --json "$OUT/benchmark_cuda.json"
 echo "gpu_check: all checks passed; outputs in $OUT"

@@ -29,6 +29,7 @@ from utils.checkpoint import load_model_weights
 from utils.distributed import DistContext
 from utils.logger import setup_logger
 from utils.launch import add_overrides_argument, parse_command_line, reporting_user_errors
+from utils.runtime import apply_cudnn, tf32_flags
 
 
 def main():
@@ -64,13 +65,14 @@ def main():
                       'TEST.IMAGE_SIZE', f'[{args.width}, {args.height}]',
                       'TEST.BASE_SIZE', str(max(args.width, args.height))]
         cfg = update_config(config.clone(), args)
+        apply_cudnn(cfg)
         setup_logger(root, 'time_eval_modes', 'test', True)
         model = get_seg_model(cfg, pretrained=False)  # timed with the file's or random weights
         if cfg.TEST.MODEL_FILE:
             load_model_weights(model, cfg.TEST.MODEL_FILE)
         rows = time_modes(model, cfg, DistContext(), args.modes)
     print(f'{args.images} images of {args.height}x{args.width}, {args.cfg}, '
-          f'{torch.get_num_threads()} threads')
+          f'{torch.get_num_threads()} threads, TF32 {tf32_flags()}')
     print(cost_table(rows))
 
 

@@ -1,7 +1,7 @@
 """Latency profiles: how long each part of an anytime network takes on one machine.
 
-A profile holds, for one model architecture, input shape, device, thread count and
-MASK.EXECUTION, the time of exit 1 (stem, layer1, exit 1), of each later segment as a
+A profile holds, for one model architecture, input shape, device, thread count, TF32
+flags and MASK.EXECUTION, the time of exit 1 (stem, layer1, exit 1), of each later segment as a
 function of its mask density, and of turning exit logits into labels at input
 resolution. :class:`anytime.predictor.AnytimePredictor` reads it to decide, before each
 segment, whether the segment fits in what is left of a time budget.
@@ -28,7 +28,7 @@ from models.sparse.noise_masks import SmoothNoiseMasks
 from utils.errors import UserError
 from utils.io import atomic_write_text
 from utils.logger import progress as show_progress
-from utils.runtime import device_name, sync
+from utils.runtime import device_name, sync, tf32_flags
 from models.resize import upsample_to
 
 FORMAT = 'adpc-latency-profile/1'
@@ -38,7 +38,8 @@ HIGH_QUANTILE = 0.9  # the predictor plans with this quantile of the timed round
 
 class ProfileMismatchError(UserError):
     """A latency profile was measured for another model, input shape, device, thread
-    count or MASK.EXECUTION than the one it is used with, or is not a profile at all."""
+    count, TF32 flags or MASK.EXECUTION than the one it is used with, or is not a
+    profile at all."""
 
 
 def model_fingerprint(model):
@@ -82,7 +83,8 @@ class LatencyProfile:
             ``masked``, and ``config`` (where it came from, for messages).
         execution (str): MASK.EXECUTION the times were measured with.
         input_shape (list[int]): [N, 3, H, W].
-        device (dict): ``type`` ('cpu' or 'cuda'), ``name``, ``threads`` (CPU threads).
+        device (dict): ``type`` ('cpu' or 'cuda'), ``name``, ``threads`` (CPU threads),
+            ``tf32`` (``utils.runtime.tf32_flags`` while measuring; older profiles lack it).
         densities (list[float]): mask densities of the segment times, increasing.
         exit1 (Timing): stem, layer1 and exit 1.
         segments (list[list[Timing]]): segments 1-3 (after exits 1-3), one Timing per
@@ -123,7 +125,7 @@ class LatencyProfile:
     def check(self, model, x):
         """Raise ProfileMismatchError unless this profile was measured for ``model``
         (architecture, MASK.EXECUTION), ``x``'s shape and device, and the current
-        number of CPU threads."""
+        number of CPU threads (on the CPU) or TF32 flags (on CUDA)."""
         fingerprint, parameters = model_fingerprint(model)
         fix = ('measure a profile for it with tools/profile_latency.py (same --cfg, '
                '--shape, --device and --threads as the run)')
@@ -149,6 +151,11 @@ class LatencyProfile:
                     f"the latency profile was measured on device {self.device['type']} "
                     f"({self.device['name']}), this input is on {here['type']} "
                     f"({here['name']}): {fix}")
+        measured_tf32 = self.device.get('tf32')
+        if x.device.type == 'cuda' and measured_tf32 not in (None, tf32_flags()):
+            raise ProfileMismatchError(
+                f'the latency profile was measured with TF32 {measured_tf32}, this process '
+                f'runs with {tf32_flags()} (CUDNN.ALLOW_TF32): use the same setting, or {fix}')
         if x.device.type == 'cpu' and self.device['threads'] != torch.get_num_threads():
             raise ProfileMismatchError(
                 f"the latency profile was measured with {self.device['threads']} CPU threads, "
@@ -252,7 +259,8 @@ def measure_profile(model, input_shape, densities=DENSITIES, repeats=5, warmup=1
         execution=model.execution,
         input_shape=list(input_shape),
         device={'type': device.type, 'name': device_name(device),
-                'threads': torch.get_num_threads() if device.type == 'cpu' else None},
+                'threads': torch.get_num_threads() if device.type == 'cpu' else None,
+                'tf32': tf32_flags()},
         densities=densities,
         exit1=Timing.of(exit1),
         segments=[[Timing.of(t) for t in seg] for seg in segments],

@@ -19,7 +19,7 @@ from utils.checkpoint import load_model_weights
 from utils.errors import DataError
 from utils.run_dir import FINAL_STATE, RUN_CONFIG
 from utils.launch import add_overrides_argument
-from utils.runtime import sync
+from utils.runtime import apply_cudnn, sync
 from .predictor import AnytimePredictor
 from .latency import LatencyProfile, finish
 
@@ -37,13 +37,15 @@ def add_model_arguments(parser, cfg_help="experiment YAML, or a run's config.yam
 
 def model_from_args(args):
     """The merged config and the model (see :func:`load_model`) of a command line made
-    with :func:`add_model_arguments`; prints where the weights came from.
+    with :func:`add_model_arguments`, with the config's CUDNN flags applied; prints where
+    the weights came from.
 
     Returns:
         tuple[CfgNode, AnytimeHRNet]: the config, and the model on ``args.device``.
     """
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     cfg = update_config(config.clone(), args)
+    apply_cudnn(cfg)
     if args.threads:
         torch.set_num_threads(args.threads)
     model, weights = load_model(cfg, args.cfg, torch.device(args.device))

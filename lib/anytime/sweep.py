@@ -28,7 +28,7 @@ from models.model_anytime import NUM_EXITS
 from utils.distributed import all_reduce
 from utils.io import atomic_write_text
 from utils.logger import progress, setup_logger
-from utils.runtime import sync
+from utils.runtime import apply_cudnn, device_name, sync, tf32_flags
 from .predict import load_model
 
 logger = logging.getLogger(__name__)
@@ -302,6 +302,7 @@ def run_sweep(cfg, cfg_path, ctx, thresholds, criterion=None, out_dir=None, comp
     cfg.freeze()
     criterion = criterion or cfg.MASK.CRIT
     references = [read_compare(d) for d in compare]
+    apply_cudnn(cfg)
     model, weights = load_model(cfg, cfg_path, ctx.device)
     if not model.use_masks:
         logger.warning('MASK.USE is off: the threshold does not apply to this model; '
@@ -323,7 +324,8 @@ def run_sweep(cfg, cfg_path, ctx, thresholds, criterion=None, out_dir=None, comp
         meta = {'cfg': cfg_path, 'weights': weights, 'test_set': cfg.DATASET.TEST_SET,
                 'criterion': criterion if model.use_masks else None,
                 'masked': bool(model.use_masks), 'seconds': seconds,
-                'processes': ctx.world_size}
+                'processes': ctx.world_size, 'device': device_name(ctx.device),
+                'tf32': tf32_flags()}
         paths = write_sweep(rows, out_dir, references, os.path.basename(run_dir), meta)
         logger.info('\n' + sweep_table(rows))
         logger.info(f'swept {len(rows)} point(s) in {seconds:.1f} s; wrote '

@@ -22,9 +22,15 @@ _C.PIN_MEMORY = True  # pinned host memory for DataLoaders
 _C.RANK = 0  # node rank (kept for compatibility; torchrun sets the real rank)
 
 _C.CUDNN = CN()
-_C.CUDNN.BENCHMARK = True  # let cuDNN pick the fastest kernels
-_C.CUDNN.DETERMINISTIC = False  # deterministic cuDNN kernels
+_C.CUDNN.BENCHMARK = True  # let cuDNN time and pick the fastest kernels (off if DETERMINISTIC)
+# Repeatable CUDA results where PyTorch has deterministic kernels: deterministic cuDNN,
+# torch.use_deterministic_algorithms(True, warn_only=True), CUBLAS_WORKSPACE_CONFIG
+# (utils.runtime.apply_cudnn); slower.
+_C.CUDNN.DETERMINISTIC = False
 _C.CUDNN.ENABLED = True  # use cuDNN at all
+# TF32 (10-bit mantissa) in CUDA convolutions on Ampere and newer GPUs, PyTorch's default;
+# matrix products stay float32. Every tool applies it; timings record it.
+_C.CUDNN.ALLOW_TF32 = True
 
 _C.MODEL = CN()
 _C.MODEL.NAME = 'model_anytime'  # module in lib/models providing get_seg_model(cfg)

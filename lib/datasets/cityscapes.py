@@ -98,7 +98,11 @@ class Cityscapes(Dataset):
     def __len__(self):
         return len(self.files)
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        """The sample ``key``: an index, or ``(index, seed)`` as the training loader gives
+        (``datasets.loaders.EpochSeeds``): the augmentation then draws from
+        ``random.Random(seed)`` instead of the ``random`` module."""
+        index, rng = (key[0], random.Random(key[1])) if isinstance(key, tuple) else (key, random)
         entry = self.files[index]
         image = _imread(entry['image'], cv2.IMREAD_COLOR)  # H×W×3 BGR uint8
         if entry['label'] is None:
@@ -115,7 +119,7 @@ class Cityscapes(Dataset):
                 image, label, base_size=self.base_size, crop_size=self.crop_size,
                 ignore_label=self.ignore_label, multi_scale=self.multi_scale,
                 scale_factor=self.scale_factor, flip=self.flip,
-                downsample_rate=self.downsample_rate, rng=random)
+                downsample_rate=self.downsample_rate, rng=rng)
         else:
             image, label = eval_sample(image, label, downsample_rate=self.downsample_rate)
         return torch.from_numpy(image), torch.from_numpy(label), entry['name']

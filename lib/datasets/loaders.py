@@ -78,10 +78,48 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
+def augmentation_seed(epoch, index):
+    """The seed of sample ``index``'s augmentation in ``epoch``: distinct for every
+    (epoch, sample), and the same in every process that reads it."""
+    return epoch << 32 | index
+
+
+class EpochSeeds(Sampler):
+    """The indices of ``sampler``, each with its :func:`augmentation_seed` in the current
+    epoch: ``(index, seed)``, which a training set (``Cityscapes``) reads as "augment
+    with ``random.Random(seed)``".
+
+    The augmentation of a sample thus depends on the epoch and the sample only, not on
+    the worker process that reads it, what that worker read before, or how many workers
+    there are: workers kept alive across epochs (``persistent_workers``) keep the
+    random state they were started with, so seeding the processes once per epoch could
+    not do it.
+
+    Args:
+        sampler (DistributedSampler): the order of the epoch.
+    """
+
+    def __init__(self, sampler):
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch):
+        """Shuffle and seed for ``epoch`` (0-based)."""
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        return ((index, augmentation_seed(self.epoch, index)) for index in self.sampler)
+
+    def __len__(self):
+        return len(self.sampler)
+
+
 def train_loader(dataset, batch_size, ctx, shuffle=True, workers=0, pin_memory=False):
     """Loader of one training process: a DistributedSampler shard (the whole set in a
-    single-process run) with full batches only. Call ``loader.sampler.set_epoch(epoch)``
-    before each epoch so that the shuffle changes and is reproducible on resume.
+    single-process run) with full batches only, each sample with the seed of its
+    augmentation (:class:`EpochSeeds`). Call ``loader.sampler.set_epoch(epoch)`` before
+    each epoch so that the shuffle and the augmentation change and are reproducible on
+    resume. Worker processes are started once and kept for every epoch.
 
     Args:
         dataset (Dataset): training set.
@@ -91,9 +129,10 @@ def train_loader(dataset, batch_size, ctx, shuffle=True, workers=0, pin_memory=F
         workers (int): WORKERS.
         pin_memory (bool): PIN_MEMORY (only used on CUDA).
     """
-    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
-                                 shuffle=shuffle, seed=0)
+    sampler = EpochSeeds(DistributedSampler(dataset, num_replicas=ctx.world_size,
+                                            rank=ctx.rank, shuffle=shuffle, seed=0))
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                        persistent_workers=workers > 0,
                         pin_memory=pin_memory and ctx.device.type == 'cuda', drop_last=True)
     if len(loader) == 0:
         raise LaunchError(f'{len(dataset)} training images give no full batch of '
@@ -104,7 +143,8 @@ def train_loader(dataset, batch_size, ctx, shuffle=True, workers=0, pin_memory=F
 
 def eval_loader(dataset, batch_size, ctx, workers=0, pin_memory=False, ignore_label=255):
     """Loader of one evaluation process: its :class:`ShardSampler` shard, in order, with
-    images of any size padded by :func:`pad_collate`.
+    images of any size padded by :func:`pad_collate`. Worker processes are started once
+    and kept for every pass over it (a validation every epoch).
 
     Args:
         dataset (Dataset): evaluation set.
@@ -116,6 +156,7 @@ def eval_loader(dataset, batch_size, ctx, workers=0, pin_memory=False, ignore_la
     """
     sampler = ShardSampler(len(dataset), ctx.rank, ctx.world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      persistent_workers=workers > 0,
                       pin_memory=pin_memory and ctx.device.type == 'cuda',
                       collate_fn=partial(pad_collate, ignore_label=ignore_label))
 

@@ -7,14 +7,16 @@ import torch
 
 from utils.distributed import all_reduce
 from utils.logger import progress
-from .amp import MixedPrecision
+from .amp import AMP_ADVICE, MAX_NON_FINITE_RUN, BufferSnapshot, MixedPrecision, \
+    MixedPrecisionError
 from .schedule import poly_lr, set_lr
 
 logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss of an exit became NaN or infinite."""
+    """The loss of an exit became NaN or infinite: at once without TRAIN.AMP, in
+    MAX_NON_FINITE_RUN steps in a row under it."""
 
 
 def set_train_mode(model, trainable=None):
@@ -34,17 +36,39 @@ def set_train_mode(model, trainable=None):
         module.train()
 
 
-def _check_finite(losses, epoch, i_iter, it):
-    """Raise NonFiniteLossError naming the first exit whose loss (averaged over all
-    processes, so that every process stops together) is not finite."""
+def _first_non_finite(losses):
+    """1-based number of the first exit whose loss is not finite, or None.
+
+    ``losses`` are averaged over all processes, so that every process decides alike
+    (a step skipped on one rank only would leave the others waiting in the backward's
+    all-reduce)."""
     bad = (~torch.isfinite(losses)).nonzero()
-    if len(bad):
-        k = int(bad[0]) + 1
+    return int(bad[0]) + 1 if len(bad) else None
+
+
+def _where(epoch, i_iter, it):
+    return f'epoch {epoch + 1}, iteration {i_iter} of the epoch (schedule iteration {it})'
+
+
+RESTART = ('Lower TRAIN.LR, check the data, or restart from the last checkpoint with '
+           'AUTO_RESUME True')
+
+
+def _skip_non_finite(precision, where, exit_, value, ctx):
+    """Note a step skipped under TRAIN.AMP for its non-finite loss, and stop training
+    when it makes MAX_NON_FINITE_RUN in a row (a run may span epochs)."""
+    if precision.non_finite_run == 0:
+        precision.non_finite_start = f'{where}, exit {exit_}: {value}'
+    precision.non_finite_run += 1
+    if precision.non_finite_run >= MAX_NON_FINITE_RUN:
         raise NonFiniteLossError(
-            f'the loss of exit {k} is {losses[k - 1].item()} at epoch {epoch + 1}, iteration '
-            f'{i_iter} of the epoch (schedule iteration {it}); nothing of this step was '
-            'applied. Lower TRAIN.LR, check the data, or restart from the last checkpoint '
-            'with AUTO_RESUME True')
+            f'the loss was not finite in {precision.non_finite_run} steps in a row under '
+            f'TRAIN.AMP, the first at {precision.non_finite_start}; none of them was '
+            f'applied. {RESTART}')
+    if ctx.is_main:
+        logger.warning(f'{where}: the loss of exit {exit_} is {value} under TRAIN.AMP; step '
+                       f'skipped ({precision.non_finite_run} in a row, '
+                       f'{MAX_NON_FINITE_RUN} stop training)')
 
 
 def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_it, ctx,
@@ -80,16 +104,25 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
         precision (MixedPrecision or None): TRAIN.AMP; None: float32.
 
     Returns:
-        dict: ``loss`` and ``exit_losses`` (epoch means over all processes),
-        ``global_step`` after the epoch, ``skipped_steps`` (steps the gradient scaler
-        skipped for infinite gradients; they count in the schedule like the others).
+        dict: ``loss`` and ``exit_losses`` (means over all processes of the steps whose
+        loss was finite), ``global_step`` after the epoch, ``skipped_steps`` (steps the
+        gradient scaler skipped for infinite gradients) and ``non_finite_steps`` (steps
+        skipped under TRAIN.AMP for a non-finite loss). Skipped steps count in the
+        schedule like the others.
 
     Raises:
-        NonFiniteLossError: a loss became NaN or infinite; the step is not applied.
+        NonFiniteLossError: a loss became NaN or infinite (without TRAIN.AMP), or did so
+            in MAX_NON_FINITE_RUN steps in a row (under it); that step is not applied.
+        MixedPrecisionError: under TRAIN.AMP, no step of the epoch was applied, or the
+            gradient scaler's scale fell below MIN_LOSS_SCALE.
     """
+    first_global_step = global_step
     precision = precision or MixedPrecision(ctx.device)
+    # Under AMP a skipped step also gives back what its forward did to BatchNorm's
+    # running statistics (an overflowed activation would leave them infinite).
+    snapshot = BufferSnapshot(model) if precision.enabled else None
     set_train_mode(model, trainable)
-    skipped = 0
+    skipped = non_finite = 0  # steps skipped by the gradient scaler; for their loss
     if first_it == 0:
         set_lr(optimizer, base_lr if first_lr is None else first_lr)
     else:
@@ -101,39 +134,67 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
         images = batch[0].to(ctx.device, non_blocking=True)
         labels = batch[1].long().to(ctx.device, non_blocking=True)
         it = first_it + i_iter
+        if snapshot is not None:
+            snapshot.take()
         with precision.autocast():
             total, losses, _ = model(images, labels)
 
         # Mean over processes of [total, exit 1..K]; also the finiteness check of all ranks.
         values = torch.stack([total.detach()] + [l.detach() for l in losses]).double()
         values = all_reduce(values) / ctx.world_size
-        _check_finite(values[1:], epoch, i_iter, it)
-
-        optimizer.zero_grad(set_to_none=True)
-        skipped += not precision.backward_step(total, optimizer)
+        bad_exit = _first_non_finite(values[1:])
+        if bad_exit is None:
+            precision.non_finite_run = 0
+            optimizer.zero_grad(set_to_none=True)
+            if not precision.backward_step(total, optimizer):
+                skipped += 1
+                precision.check_scale(epoch, i_iter, skipped)
+        elif not precision.enabled:
+            raise NonFiniteLossError(
+                f'the loss of exit {bad_exit} is {values[bad_exit].item()} at '
+                f'{_where(epoch, i_iter, it)}; nothing of this step was applied. {RESTART}')
+        else:  # no backward, no step; the schedule moves on as for any other step
+            snapshot.restore()
+            non_finite += 1
+            _skip_non_finite(precision, _where(epoch, i_iter, it), bad_exit,
+                             values[bad_exit].item(), ctx)
         lr = poly_lr(base_lr, it, max_it)
         set_lr(optimizer, lr)
         step = global_step  # 0-based index of this step in the run (TensorBoard x axis)
         global_step += 1
 
         values = values.cpu()
-        sums = values if sums is None else sums + values
-        count += 1
+        if bad_exit is None:
+            sums = values if sums is None else sums + values
+            count += 1
         if ctx.is_main:
             bar.set_postfix(loss=f'{values[0].item():.4f}', lr=f'{lr:.2e}')
         if i_iter % print_freq == 0 and ctx.is_main:
             exits = ' '.join(f'{v:.4f}' for v in values[1:].tolist())
             per_iter = (time.time() - tic) / (i_iter - last_logged)
             tic, last_logged = time.time(), i_iter
+            scale = precision.scale
+            amp = '' if scale is None else f' scale {scale:g}'
+            if skipped or non_finite:
+                amp += f' skipped {skipped + non_finite}'
             logger.info(f'Epoch [{epoch + 1}/{num_epochs}] Iter [{i_iter}/{len(loader)}] '
-                        f'time {per_iter:.3f}s/it lr {lr:.6f} loss {values[0].item():.4f} '
-                        f'(exits {exits})')
+                        f'time {per_iter:.3f}s/it lr {lr:.6f}{amp} loss '
+                        f'{values[0].item():.4f} (exits {exits})')
             if writer is not None:
                 writer.add_scalar('train/loss', values[0].item(), step)
                 writer.add_scalar('train/lr', lr, step)
+                if scale is not None:
+                    writer.add_scalar('train/loss_scale', scale, step)
                 for k, v in enumerate(values[1:].tolist(), start=1):
                     writer.add_scalar(f'train/loss_exit{k}', v, step)
     bar.close()
+    steps = global_step - first_global_step
+    if precision.enabled and steps and skipped + non_finite == steps:
+        raise MixedPrecisionError(
+            f'epoch {epoch + 1}: all {steps} steps were skipped under TRAIN.AMP ({skipped} by '
+            f'the gradient scaler for infinite or NaN gradients, {non_finite} for a '
+            f'non-finite loss), so nothing was trained: {AMP_ADVICE}')
     means = (sums / max(count, 1)).tolist() if sums is not None else []
     return {'loss': means[0] if means else float('nan'), 'exit_losses': means[1:],
-            'global_step': global_step, 'skipped_steps': skipped}
+            'global_step': global_step, 'skipped_steps': skipped,
+            'non_finite_steps': non_finite}

@@ -4,7 +4,8 @@
 Per epoch: train, validate every TRAIN.EVAL_INTERVAL epochs (keeping ``best.pth`` by the
 mean mIoU of the exits), then write ``checkpoint.pth.tar`` atomically. With AUTO_RESUME
 a run continues from that checkpoint and ends as if it had never stopped: the data
-order, augmentation and learning rate of an epoch depend only on the epoch. At the end:
+order, augmentation and learning rate of an epoch depend only on the epoch (the weights
+are bit-identical on the CPU; on CUDA see CUDNN.DETERMINISTIC in README.md). At the end:
 ``final_state.pth``, then the evaluation's ``result.txt`` and ``test_stats.json``.
 """
 import logging
@@ -26,7 +27,7 @@ from utils.run_dir import FINAL_STATE, RUN_CONFIG, check_training_directory, dec
 from utils.runtime import apply_cudnn, autocast, seed_everything
 from evaluation.loop import evaluate
 from evaluation.run import evaluate_model
-from .amp import MixedPrecision
+from .amp import MixedPrecision, MixedPrecisionError
 from .checkpoints import BEST, CHECKPOINT, TrainState, decide_resume, \
     read_checkpoint_everywhere, restore_model, restore_optimizer, save_checkpoint
 from .criterion import FullModel, build_criterion
@@ -259,8 +260,9 @@ def train(cfg, cfg_path, ctx):
     start_epoch = state.epoch
     for epoch in range(start_epoch, end_epoch):
         phase = next(p for p in phases if p.first_epoch <= epoch < p.end_epoch)
-        # Data order, augmentation and workers' seeds depend only on (epoch, rank), so a
-        # resumed run repeats exactly what the interrupted one would have done.
+        # Data order and augmentation depend only on the epoch (the sampler seeds each
+        # sample, whichever worker reads it), the rest of the process's randomness on
+        # (epoch, rank): a resumed run repeats what the interrupted one would have done.
         seed_everything(epoch * EPOCH_SEED_STRIDE + ctx.rank)
         phase.loader.sampler.set_epoch(epoch)
         try:
@@ -270,15 +272,17 @@ def train(cfg, cfg_path, ctx):
                 first_it=(epoch - phase.first_epoch) * phase.epoch_iters,
                 ctx=ctx, trainable=trainable, writer=writer, global_step=state.iteration,
                 print_freq=cfg.PRINT_FREQ, num_epochs=end_epoch, precision=precision)
-        except NonFiniteLossError:
+        except (NonFiniteLossError, MixedPrecisionError):
             logger.error(f'training stopped; the last good checkpoint {checkpoint_path} '
                          f'({state.epoch} epochs) is intact')
             raise
         state.iteration = stats['global_step']
         logger.info(f'epoch {epoch + 1}/{end_epoch} ({phase.name}) mean loss {stats["loss"]:.4f}')
-        if stats['skipped_steps']:
+        if stats['skipped_steps'] or stats['non_finite_steps']:
+            scale = '' if precision.scale is None else f', loss scale now {precision.scale:g}'
             logger.info(f'{stats["skipped_steps"]} step(s) skipped by the gradient scaler '
-                        f'(infinite fp16 gradients), scale now {precision.scaler.get_scale():g}')
+                        f'(infinite float16 gradients), {stats["non_finite_steps"]} for a '
+                        f'non-finite loss{scale}')
 
         # Every process evaluates with the BatchNorm statistics that rank 0 saves.
         broadcast_buffers(full_model)

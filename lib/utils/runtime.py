@@ -1,7 +1,9 @@
-"""Process-wide settings of a run (random seeds, cuDNN flags), and what timing needs of
-the device: waiting for its queued work, and its name."""
+"""Process-wide settings of a run (random seeds, cuDNN, TF32 and determinism flags), and
+what timing needs of the device: waiting for its queued work, its name, its TF32 flags."""
+import os
 import platform
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -40,11 +42,57 @@ def device_name(device):
     return platform.processor() or platform.machine()
 
 
+# cuBLAS's workspace setting that makes its results repeatable under
+# torch.use_deterministic_algorithms (CUDA >= 10.2; see PyTorch's notes on reproducibility).
+CUBLAS_DETERMINISTIC_WORKSPACE = ':4096:8'
+
+
 def apply_cudnn(cfg):
-    """Apply CUDNN.BENCHMARK, CUDNN.DETERMINISTIC and CUDNN.ENABLED of the config."""
-    torch.backends.cudnn.benchmark = cfg.CUDNN.BENCHMARK
-    torch.backends.cudnn.deterministic = cfg.CUDNN.DETERMINISTIC
+    """Apply the CUDNN section of the config: the arithmetic and kernels a tool runs with.
+
+    - CUDNN.ENABLED: use cuDNN at all.
+    - CUDNN.ALLOW_TF32: cuDNN convolutions may use TF32 (Ampere and newer GPUs: float32
+      range, 10-bit mantissa), PyTorch's default; matrix products (cuBLAS) stay float32,
+      PyTorch's default too. Nothing changes on the CPU. :func:`tf32_flags` records it.
+    - CUDNN.DETERMINISTIC: deterministic cuDNN kernels, no cuDNN autotuning (it may pick
+      other kernels in another process), ``torch.use_deterministic_algorithms(True,
+      warn_only=True)`` and, unless set already, ``CUBLAS_WORKSPACE_CONFIG=:4096:8``.
+      Operations without a deterministic CUDA kernel then warn once and stay as they are.
+    - CUDNN.BENCHMARK: let cuDNN time and pick the fastest kernels (off when
+      DETERMINISTIC is on).
+    """
+    deterministic = cfg.CUDNN.DETERMINISTIC
     torch.backends.cudnn.enabled = cfg.CUDNN.ENABLED
+    torch.backends.cudnn.benchmark = cfg.CUDNN.BENCHMARK and not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.allow_tf32 = cfg.CUDNN.ALLOW_TF32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    if deterministic:  # read when cuBLAS first runs, so before any model is built
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', CUBLAS_DETERMINISTIC_WORKSPACE)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def tf32_flags():
+    """Whether CUDA float32 arithmetic may use TF32 now, recorded beside every time
+    measured (the CPU has no TF32: there the flags change nothing).
+
+    Returns:
+        dict: ``cudnn`` (convolutions) and ``matmul`` (matrix products), bools.
+    """
+    return {'cudnn': torch.backends.cudnn.allow_tf32,
+            'matmul': torch.backends.cuda.matmul.allow_tf32}
+
+
+@contextmanager
+def full_float32():
+    """Within the block, CUDA convolutions and matrix products compute in full float32
+    (no TF32); the flags are restored after it."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 # Mixed precision of training (TRAIN.AMP) and evaluation (TEST.AMP): float16 on CUDA, where

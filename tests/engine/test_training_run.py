@@ -50,9 +50,9 @@ class Recorded(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.dataset)
 
-    def __getitem__(self, index):
-        self.reads.append((self.list_path, index))
-        return self.dataset[index]
+    def __getitem__(self, key):  # (index, augmentation seed), from the training loader
+        self.reads.append((self.list_path, key[0]))
+        return self.dataset[key]
 
 
 class RecordingWriter:

@@ -8,7 +8,9 @@ of each mode and of RH (the same network and weights without masks), with the la
 every exit, the figure an anytime user plans deadlines with.
 
 Masks are thresholded smooth noise of chosen density (``SmoothNoiseMasks``), so that
-random weights can be timed at the densities trained models produce.
+random weights can be timed at the densities trained models produce. The times use the
+process's TF32 flags (CUDNN.ALLOW_TF32, as every tool sets them); the agreement between
+the modes is computed in full float32.
 """
 import copy
 import statistics
@@ -17,7 +19,7 @@ import time
 import torch
 import torch.nn as nn
 
-from utils.runtime import sync
+from utils.runtime import full_float32, sync
 from ..flops import FlopsCounter, anytime_flops, conv_multiply_adds
 from ..hrnet import apply_transition
 from ..model_anytime import NUM_EXITS, exit_input
@@ -147,13 +149,15 @@ def benchmark_segments(model, x, densities, warmup=1, repeats=3, smoothness=16, 
                                                              'dense'][j - 1], masks, mode)
                        for mode in MODES}
                 flops = count_multiply_adds(fns['dense'], modules)
-                ref_branches, ref = fns['dense']()
                 agreement = 0.0
-                for mode in ('sparse', 'auto'):
-                    got_branches, got = fns[mode]()
-                    agreement = max([agreement, max_relative_difference(
-                        got, ref, masks.at(ref.shape[-2:]))] + [
-                        max_relative_difference(a, b) for a, b in zip(got_branches, ref_branches)])
+                with full_float32():  # a check of the engine, not of TF32's rounding
+                    ref_branches, ref = fns['dense']()
+                    for mode in ('sparse', 'auto'):
+                        got_branches, got = fns[mode]()
+                        agreement = max([agreement, max_relative_difference(
+                            got, ref, masks.at(ref.shape[-2:]))] + [
+                            max_relative_difference(a, b)
+                            for a, b in zip(got_branches, ref_branches)])
                 times = interleaved_medians(fns, warmup, repeats, device)
                 row = {'segment': j, 'density': d, 'flops_ratio': flops / dense_flops,
                        'seconds': times, 'max_rel_diff': agreement}
@@ -195,10 +199,11 @@ def benchmark_end_to_end(model, x, densities, warmup=1, repeats=3, smoothness=16
         flops = count_multiply_adds(lambda: _forward(model, x, masks, 'dense'), conv_modules)
         dense_flops = count_multiply_adds(lambda: _forward(rh, x, None, 'dense'),
                                           [m for m in rh.modules() if isinstance(m, nn.Conv2d)])
-        ref = _forward(model, x, masks, 'dense')[0]
-        agreement = max(max_relative_difference(a, b)
-                        for mode in ('sparse', 'auto')
-                        for a, b in zip(_forward(model, x, masks, mode)[0], ref))
+        with full_float32():  # a check of the engine, not of TF32's rounding
+            ref = _forward(model, x, masks, 'dense')[0]
+            agreement = max(max_relative_difference(a, b)
+                            for mode in ('sparse', 'auto')
+                            for a, b in zip(_forward(model, x, masks, mode)[0], ref))
         for round_ in range(warmup + repeats):
             for name, (net, m, mode) in runs.items():
                 _, stamps = _forward(net, x, m, mode)

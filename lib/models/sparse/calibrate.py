@@ -5,10 +5,13 @@ engine's sparse and dense layer at growing mask densities and reports the densit
 which sparse stops being faster. ``policy.BREAK_EVEN['cpu']`` holds the figures measured
 this way on a 2-core CPU:
 
-    python -m models.sparse.calibrate [--device cuda] [--threads N]   # from lib/
+    python -m models.sparse.calibrate [--device cuda] [--threads N] [KEY VALUE ...]   # from lib/
 
-On another device type the figures it prints go into ``policy.BREAK_EVEN`` under that
-type ('auto' runs every layer dense on a device type with no entry).
+The layers run with the CUDNN keys of the defaults and the ``KEY VALUE`` overrides (TF32
+convolutions on CUDA unless ``CUDNN.ALLOW_TF32 False``), as training and evaluation do;
+the first line printed says which. On another device type the figures it prints go
+into ``policy.BREAK_EVEN`` under that type ('auto' runs every layer dense on a device
+type with no entry).
 """
 import argparse
 from functools import partial
@@ -16,6 +19,9 @@ from functools import partial
 import torch
 import torch.nn as nn
 
+from config import default_config, merge_opts
+from utils.launch import add_overrides_argument, parse_command_line
+from utils.runtime import apply_cudnn, device_name, tf32_flags
 from ..masked_conv import MaskedConv2d, MaskSlot
 from .benchmark import interleaved_medians
 from .engine import SegmentEngine
@@ -54,13 +60,20 @@ def break_even(kernel, c_in, c_out, h, w, densities=DENSITIES, repeats=5, device
     return best
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     parser.add_argument('--threads', type=int, help='torch CPU threads')
-    args = parser.parse_args()
+    add_overrides_argument(parser)
+    args = parse_command_line(parser, argv)
+    cfg = default_config()
+    merge_opts(cfg, args.opts)  # the CUDNN keys, e.g. CUDNN.ALLOW_TF32 False
+    apply_cudnn(cfg)
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f'torch {torch.__version__}, {device_name(device)}, {torch.get_num_threads()} '
+          f'threads, TF32 {tf32_flags()}')
     for layer in LAYERS:
         print(f'break-even of k{layer[0]} {layer[1]}->{layer[2]} at {layer[3]}x{layer[4]}: '
               f'{break_even(*layer, device=args.device):.1f}')
