@@ -17,6 +17,19 @@ class NonFiniteLossError(FloatingPointError):
     """The loss of an exit became NaN or infinite."""
 
 
+class EpochInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during an epoch, with how far the epoch had come.
+
+    Args:
+        steps (int): optimiser steps the epoch had taken.
+        total (int): steps of the whole epoch.
+    """
+
+    def __init__(self, steps, total):
+        super().__init__(f'{steps} of {total} steps')
+        self.steps, self.total = steps, total
+
+
 def set_train_mode(model, trainable=None):
     """Put ``model`` in training mode, or, when only some modules train (EE_ONLY /
     ALLE_ONLY), everything in eval mode except those modules, so that frozen BatchNorm
@@ -82,6 +95,7 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
 
     Raises:
         NonFiniteLossError: a loss became NaN or infinite; the step is not applied.
+        EpochInterrupted: Ctrl-C, with the steps the epoch had completed.
     """
     precision = precision or MixedPrecision(ctx.device)
     set_train_mode(model, trainable)
@@ -90,42 +104,45 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
     sums, count = None, 0
     tic, last_logged = time.time(), -1  # time per iteration since the last Iter line
     bar = progress(loader, f'epoch {epoch + 1}', ctx.is_main)
-    for i_iter, batch in enumerate(bar):
-        images = batch[0].to(ctx.device, non_blocking=True)
-        labels = batch[1].long().to(ctx.device, non_blocking=True)
-        it = first_it + i_iter
-        with precision.autocast():
-            total, losses, _ = model(images, labels)
+    try:
+        for i_iter, batch in enumerate(bar):
+            images = batch[0].to(ctx.device, non_blocking=True)
+            labels = batch[1].long().to(ctx.device, non_blocking=True)
+            it = first_it + i_iter
+            with precision.autocast():
+                total, losses, _ = model(images, labels)
 
-        # Mean over processes of [total, exit 1..K]; also the finiteness check of all ranks.
-        values = torch.stack([total.detach()] + [l.detach() for l in losses]).double()
-        values = all_reduce(values) / ctx.world_size
-        _check_finite(values[1:], epoch, i_iter, it)
+            # Mean over processes of [total, exit 1..K]; also the finiteness check of all ranks.
+            values = torch.stack([total.detach()] + [l.detach() for l in losses]).double()
+            values = all_reduce(values) / ctx.world_size
+            _check_finite(values[1:], epoch, i_iter, it)
 
-        optimizer.zero_grad(set_to_none=True)
-        skipped += not precision.backward_step(total, optimizer)
-        lr = poly_lr(base_lr, it, max_it)
-        set_lr(optimizer, lr)
-        step = global_step  # 0-based index of this step in the run (TensorBoard x axis)
-        global_step += 1
+            optimizer.zero_grad(set_to_none=True)
+            skipped += not precision.backward_step(total, optimizer)
+            lr = poly_lr(base_lr, it, max_it)
+            set_lr(optimizer, lr)
+            step = global_step  # 0-based index of this step in the run (TensorBoard x axis)
+            global_step += 1
 
-        values = values.cpu()
-        sums = values if sums is None else sums + values
-        count += 1
-        if ctx.is_main:
-            bar.set_postfix(loss=f'{values[0].item():.4f}', lr=f'{lr:.2e}')
-        if i_iter % print_freq == 0 and ctx.is_main:
-            exits = ' '.join(f'{v:.4f}' for v in values[1:].tolist())
-            per_iter = (time.time() - tic) / (i_iter - last_logged)
-            tic, last_logged = time.time(), i_iter
-            logger.info(f'Epoch [{epoch + 1}/{num_epochs}] Iter [{i_iter}/{len(loader)}] '
-                        f'time {per_iter:.3f}s/it lr {lr:.6f} loss {values[0].item():.4f} '
-                        f'(exits {exits})')
-            if writer is not None:
-                writer.add_scalar('train/loss', values[0].item(), step)
-                writer.add_scalar('train/lr', lr, step)
-                for k, v in enumerate(values[1:].tolist(), start=1):
-                    writer.add_scalar(f'train/loss_exit{k}', v, step)
+            values = values.cpu()
+            sums = values if sums is None else sums + values
+            count += 1
+            if ctx.is_main:
+                bar.set_postfix(loss=f'{values[0].item():.4f}', lr=f'{lr:.2e}')
+            if i_iter % print_freq == 0 and ctx.is_main:
+                exits = ' '.join(f'{v:.4f}' for v in values[1:].tolist())
+                per_iter = (time.time() - tic) / (i_iter - last_logged)
+                tic, last_logged = time.time(), i_iter
+                logger.info(f'Epoch [{epoch + 1}/{num_epochs}] Iter [{i_iter}/{len(loader)}] '
+                            f'time {per_iter:.3f}s/it lr {lr:.6f} loss {values[0].item():.4f} '
+                            f'(exits {exits})')
+                if writer is not None:
+                    writer.add_scalar('train/loss', values[0].item(), step)
+                    writer.add_scalar('train/lr', lr, step)
+                    for k, v in enumerate(values[1:].tolist(), start=1):
+                        writer.add_scalar(f'train/loss_exit{k}', v, step)
+    except KeyboardInterrupt:
+        raise EpochInterrupted(count, len(loader)) from None
     bar.close()
     means = (sums / max(count, 1)).tolist() if sums is not None else []
     return {'loss': means[0] if means else float('nan'), 'exit_losses': means[1:],
