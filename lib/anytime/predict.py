@@ -13,17 +13,21 @@ import torch
 import models
 from config import config, update_config
 from datasets.images import read_image
-from datasets.labels import colorize, train_ids_to_label_ids
+from datasets.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize, \
+    train_ids_to_label_ids
 from datasets.loaders import pad_to_multiple
 from utils.checkpoint import load_model_weights
 from utils.errors import DataError
 from utils.run_dir import FINAL_STATE, RUN_CONFIG
 from utils.launch import add_overrides_argument
 from utils.runtime import apply_cudnn, sync
+from evaluation.figure import write_legend
 from .predictor import AnytimePredictor
 from .latency import LatencyProfile, finish
 
 logger = logging.getLogger(__name__)
+
+LEGEND = 'legend.png'  # beside the prediction PNGs: the colour and labelId of each class
 
 def add_model_arguments(parser, cfg_help="experiment YAML, or a run's config.yaml"):
     """``--cfg``, ``--device``, ``--threads`` and ``KEY VALUE`` overrides, as read by
@@ -84,6 +88,22 @@ def write_prediction(labels, out_dir, name):
     return color, ids
 
 
+def write_palette_legend(out_dir):
+    """Write ``legend.png`` into ``out_dir``: each class's colour in the ``*_color.png``
+    files (with its RGB values) and its value in the ``*_labelIds.png`` files. A file of that name already
+    there is left as it is (it is the same legend, or the user's).
+
+    Returns:
+        str: the legend's path.
+    """
+    path = os.path.join(out_dir, LEGEND)
+    if not os.path.exists(path):
+        write_legend(path, [(f'{name}: labelId {label_id}, RGB {r},{g},{b}', (r, g, b))
+                            for (name, label_id), (r, g, b)
+                            in zip(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)])
+    return path
+
+
 def predict_files(model, paths, out_dir, device, budget_ms=None, profile_path=None, log=print):
     """Predict every image of ``paths`` within ``budget_ms`` and write its PNGs.
 
@@ -132,4 +152,6 @@ def predict_files(model, paths, out_dir, device, budget_ms=None, profile_path=No
             + f' -> {color}, {ids}')
         rows.append({'image': path, 'exit': exit_, 'elapsed_ms': elapsed, 'color': color,
                      'labelIds': ids})
+    if any('color' in row for row in rows):
+        log(f'class colours and labelIds: {write_palette_legend(out_dir)}')
     return rows

@@ -19,6 +19,19 @@ class NonFiniteLossError(FloatingPointError):
     MAX_NON_FINITE_RUN steps in a row under it."""
 
 
+class EpochInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during an epoch, with how far the epoch had come.
+
+    Args:
+        steps (int): optimiser steps the epoch had taken.
+        total (int): steps of the whole epoch.
+    """
+
+    def __init__(self, steps, total):
+        super().__init__(f'{steps} of {total} steps')
+        self.steps, self.total = steps, total
+
+
 def set_train_mode(model, trainable=None):
     """Put ``model`` in training mode, or, when only some modules train (EE_ONLY /
     ALLE_ONLY), everything in eval mode except those modules, so that frozen BatchNorm
@@ -115,6 +128,7 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
             in MAX_NON_FINITE_RUN steps in a row (under it); that step is not applied.
         MixedPrecisionError: under TRAIN.AMP, no step of the epoch was applied, or the
             gradient scaler's scale fell below MIN_LOSS_SCALE.
+        EpochInterrupted: Ctrl-C, with the steps the epoch had completed.
     """
     first_global_step = global_step
     precision = precision or MixedPrecision(ctx.device)
@@ -130,63 +144,66 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
     sums, count = None, 0
     tic, last_logged = time.time(), -1  # time per iteration since the last Iter line
     bar = progress(loader, f'epoch {epoch + 1}', ctx.is_main)
-    for i_iter, batch in enumerate(bar):
-        images = batch[0].to(ctx.device, non_blocking=True)
-        labels = batch[1].long().to(ctx.device, non_blocking=True)
-        it = first_it + i_iter
-        if snapshot is not None:
-            snapshot.take()
-        with precision.autocast():
-            total, losses, _ = model(images, labels)
+    try:
+        for i_iter, batch in enumerate(bar):
+            images = batch[0].to(ctx.device, non_blocking=True)
+            labels = batch[1].long().to(ctx.device, non_blocking=True)
+            it = first_it + i_iter
+            if snapshot is not None:
+                snapshot.take()
+            with precision.autocast():
+                total, losses, _ = model(images, labels)
 
-        # Mean over processes of [total, exit 1..K]; also the finiteness check of all ranks.
-        values = torch.stack([total.detach()] + [l.detach() for l in losses]).double()
-        values = all_reduce(values) / ctx.world_size
-        bad_exit = _first_non_finite(values[1:])
-        if bad_exit is None:
-            precision.non_finite_run = 0
-            optimizer.zero_grad(set_to_none=True)
-            if not precision.backward_step(total, optimizer):
-                skipped += 1
-                precision.check_scale(epoch, i_iter, skipped)
-        elif not precision.enabled:
-            raise NonFiniteLossError(
-                f'the loss of exit {bad_exit} is {values[bad_exit].item()} at '
-                f'{_where(epoch, i_iter, it)}; nothing of this step was applied. {RESTART}')
-        else:  # no backward, no step; the schedule moves on as for any other step
-            snapshot.restore()
-            non_finite += 1
-            _skip_non_finite(precision, _where(epoch, i_iter, it), bad_exit,
-                             values[bad_exit].item(), ctx)
-        lr = poly_lr(base_lr, it, max_it)
-        set_lr(optimizer, lr)
-        step = global_step  # 0-based index of this step in the run (TensorBoard x axis)
-        global_step += 1
+            # Mean over processes of [total, exit 1..K]; also the finiteness check of all ranks.
+            values = torch.stack([total.detach()] + [l.detach() for l in losses]).double()
+            values = all_reduce(values) / ctx.world_size
+            bad_exit = _first_non_finite(values[1:])
+            if bad_exit is None:
+                precision.non_finite_run = 0
+                optimizer.zero_grad(set_to_none=True)
+                if not precision.backward_step(total, optimizer):
+                    skipped += 1
+                    precision.check_scale(epoch, i_iter, skipped)
+            elif not precision.enabled:
+                raise NonFiniteLossError(
+                    f'the loss of exit {bad_exit} is {values[bad_exit].item()} at '
+                    f'{_where(epoch, i_iter, it)}; nothing of this step was applied. {RESTART}')
+            else:  # no backward, no step; the schedule moves on as for any other step
+                snapshot.restore()
+                non_finite += 1
+                _skip_non_finite(precision, _where(epoch, i_iter, it), bad_exit,
+                                 values[bad_exit].item(), ctx)
+            lr = poly_lr(base_lr, it, max_it)
+            set_lr(optimizer, lr)
+            step = global_step  # 0-based index of this step in the run (TensorBoard x axis)
+            global_step += 1
 
-        values = values.cpu()
-        if bad_exit is None:
-            sums = values if sums is None else sums + values
-            count += 1
-        if ctx.is_main:
-            bar.set_postfix(loss=f'{values[0].item():.4f}', lr=f'{lr:.2e}')
-        if i_iter % print_freq == 0 and ctx.is_main:
-            exits = ' '.join(f'{v:.4f}' for v in values[1:].tolist())
-            per_iter = (time.time() - tic) / (i_iter - last_logged)
-            tic, last_logged = time.time(), i_iter
-            scale = precision.scale
-            amp = '' if scale is None else f' scale {scale:g}'
-            if skipped or non_finite:
-                amp += f' skipped {skipped + non_finite}'
-            logger.info(f'Epoch [{epoch + 1}/{num_epochs}] Iter [{i_iter}/{len(loader)}] '
-                        f'time {per_iter:.3f}s/it lr {lr:.6f}{amp} loss '
-                        f'{values[0].item():.4f} (exits {exits})')
-            if writer is not None:
-                writer.add_scalar('train/loss', values[0].item(), step)
-                writer.add_scalar('train/lr', lr, step)
-                if scale is not None:
-                    writer.add_scalar('train/loss_scale', scale, step)
-                for k, v in enumerate(values[1:].tolist(), start=1):
-                    writer.add_scalar(f'train/loss_exit{k}', v, step)
+            values = values.cpu()
+            if bad_exit is None:
+                sums = values if sums is None else sums + values
+                count += 1
+            if ctx.is_main:
+                bar.set_postfix(loss=f'{values[0].item():.4f}', lr=f'{lr:.2e}')
+            if i_iter % print_freq == 0 and ctx.is_main:
+                exits = ' '.join(f'{v:.4f}' for v in values[1:].tolist())
+                per_iter = (time.time() - tic) / (i_iter - last_logged)
+                tic, last_logged = time.time(), i_iter
+                scale = precision.scale
+                amp = '' if scale is None else f' scale {scale:g}'
+                if skipped or non_finite:
+                    amp += f' skipped {skipped + non_finite}'
+                logger.info(f'Epoch [{epoch + 1}/{num_epochs}] Iter [{i_iter}/{len(loader)}] '
+                            f'time {per_iter:.3f}s/it lr {lr:.6f}{amp} loss '
+                            f'{values[0].item():.4f} (exits {exits})')
+                if writer is not None:
+                    writer.add_scalar('train/loss', values[0].item(), step)
+                    writer.add_scalar('train/lr', lr, step)
+                    if scale is not None:
+                        writer.add_scalar('train/loss_scale', scale, step)
+                    for k, v in enumerate(values[1:].tolist(), start=1):
+                        writer.add_scalar(f'train/loss_exit{k}', v, step)
+    except KeyboardInterrupt:
+        raise EpochInterrupted(count, len(loader)) from None
     bar.close()
     steps = global_step - first_global_step
     if precision.enabled and steps and skipped + non_finite == steps:

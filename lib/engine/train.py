@@ -11,6 +11,7 @@ are bit-identical on the CPU; on CUDA see CUDNN.DETERMINISTIC in README.md). At 
 import logging
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -19,11 +20,13 @@ import models
 from datasets.checks import check_training_inputs
 from datasets.cityscapes import CITYSCAPES_CLASS_WEIGHTS
 from datasets.loaders import STRIDE, eval_loader, train_loader
+from utils.checkpoint import check_pretrained_file
 from utils.distributed import barrier, broadcast_buffers, unwrap, wrap_model
-from utils.errors import ConfigError
+from utils.errors import ConfigError, Interrupted
 from utils.io import atomic_torch_save, atomic_write_text, run_directory, tensorboard_directory
 from utils.logger import log_to_file, setup_logger, tensorboard_writer
-from utils.run_dir import FINAL_STATE, RUN_CONFIG, check_training_directory, decide_on_rank0
+from utils.run_dir import FINAL_STATE, RUN_CONFIG, check_training_directory, decide_on_rank0, \
+    hold_run_lock
 from utils.runtime import apply_cudnn, autocast, seed_everything
 from evaluation.loop import evaluate
 from evaluation.run import evaluate_model
@@ -31,7 +34,7 @@ from .amp import MixedPrecision, MixedPrecisionError
 from .checkpoints import BEST, CHECKPOINT, TrainState, decide_resume, \
     read_checkpoint_everywhere, restore_model, restore_optimizer, save_checkpoint
 from .criterion import FullModel, build_criterion
-from .epoch import NonFiniteLossError, train_one_epoch
+from .epoch import EpochInterrupted, NonFiniteLossError, train_one_epoch
 from .schedule import iterations_per_epoch
 
 logger = logging.getLogger(__name__)
@@ -65,6 +68,30 @@ class Phase:
     @property
     def max_it(self):
         return max(1, (self.end_epoch - self.first_epoch) * self.epoch_iters)
+
+
+@dataclass
+class RunProgress:
+    """Where a run stands, for the one line that reports an interruption (Ctrl-C).
+
+    Args:
+        checkpoint (str): the run's ``checkpoint.pth.tar``.
+        stage (str): what the run is doing, e.g. 'epoch 3/12'.
+        saved_epochs (int or None): the epochs its checkpoint on disk holds (None: no
+            checkpoint yet).
+    """
+    checkpoint: str
+    stage: str = 'its setup'
+    saved_epochs: Optional[int] = None
+
+    def interrupted(self, error):
+        """What a Ctrl-C (``error``, a KeyboardInterrupt) at this point leaves."""
+        where = self.stage
+        if isinstance(error, EpochInterrupted):
+            where += f' after {error.steps} of its {error.total} iterations'
+        kept = ('none' if self.saved_epochs is None else
+                f'{self.checkpoint} ({self.saved_epochs} epoch(s) done)')
+        return f'training interrupted in {where}; last checkpoint: {kept}'
 
 
 def select_trainable(network, ee_only=False, alle_only=False):
@@ -197,10 +224,11 @@ def train(cfg, cfg_path, ctx):
         dict: the final evaluation (see ``evaluation.run.evaluate_model``).
     """
     check_training_inputs(cfg, STRIDE)  # before anything is written or trained
+    check_pretrained_file(cfg.MODEL.PRETRAINED, cfg.MODEL.EXTRA.STAGE2.NUM_CHANNELS[0])
     out_dir = run_directory(cfg, cfg_path)
     # Nothing is written before the run directory, the data and the batch size are
     # known to work: a refused launch leaves no trace, and its fix is not "another run".
-    decide_on_rank0(lambda: check_training_directory(cfg, out_dir), ctx)
+    take_over = decide_on_rank0(lambda: check_training_directory(cfg, out_dir), ctx)
     setup_logger(None, None, 'train', ctx.is_main)  # console only, until the checks pass
 
     def build_loader(list_path):
@@ -210,7 +238,6 @@ def train(cfg, cfg_path, ctx):
                             cfg.WORKERS, cfg.PIN_MEMORY)
 
     phases = plan_phases(cfg, ctx, build_loader)
-    end_epoch = phases[-1].end_epoch if phases else 0
     val_loader = None
     if cfg.TRAIN.EVAL_INTERVAL > 0:
         val_set = datasets.build_dataset(cfg, cfg.DATASET.TEST_SET, train=False)
@@ -222,9 +249,35 @@ def train(cfg, cfg_path, ctx):
     if ctx.is_main:
         logger.info(f'output directory {out_dir}, log file {log_file}')
         logger.info(f'{ctx.world_size} process(es) on {ctx.device.type}')
+        if take_over:
+            logger.info(take_over)
         dump = cfg.dump()
         log_to_file(dump)  # the console stays short; config.yaml holds it too
         atomic_write_text(os.path.join(out_dir, RUN_CONFIG), dump)
+    progress = RunProgress(os.path.join(out_dir, CHECKPOINT))
+    lock = hold_run_lock(out_dir) if ctx.is_main else None  # for as long as it trains
+    try:
+        return _train_run(cfg, cfg_path, ctx, out_dir, phases, val_loader, progress,
+                          purge_events=bool(take_over))
+    except KeyboardInterrupt as e:
+        resume = cfg.AUTO_RESUME or cfg.TRAIN.RESUME
+        raise Interrupted(progress.interrupted(e), [] if resume else ['AUTO_RESUME', 'True'])
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _train_run(cfg, cfg_path, ctx, out_dir, phases, val_loader, progress, purge_events):
+    """The training and evaluation of :func:`train`, once the run's directory is its own.
+
+    Args:
+        phases (list[Phase]): from :func:`plan_phases`.
+        val_loader (DataLoader or None): validation loader (None: no validation).
+        progress (RunProgress): kept up to date, for the message of a Ctrl-C.
+        purge_events (bool): the run took over the directory of a start that failed:
+            its TensorBoard events are hidden behind this run's.
+    """
+    end_epoch = phases[-1].end_epoch if phases else 0
     apply_cudnn(cfg)
 
     seed_everything(INIT_SEED)
@@ -239,8 +292,9 @@ def train(cfg, cfg_path, ctx):
     if resume:
         # Weights first, before DistributedDataParallel copies rank 0's to the others.
         state = restore_model(checkpoint, checkpoint_path, full_model)
+        progress.saved_epochs = state.epoch
         logger.info(f'resuming from {checkpoint_path}: {state.epoch} epoch(s) done, '
-                    f'{state.iteration} steps, best mean mIoU {state.best_miou:.4f}')
+                    f'{state.iteration} steps, best mean mIoU {state.best_miou * 100:.2f}')
     elif os.path.isfile(checkpoint_path):
         logger.warning(f'{checkpoint_path} exists and will be overwritten (set AUTO_RESUME '
                        'True to continue that run instead)')
@@ -255,7 +309,7 @@ def train(cfg, cfg_path, ctx):
         restore_optimizer(checkpoint, checkpoint_path, optimizer, precision)
         checkpoint = None
     writer = tensorboard_writer(tensorboard_directory(cfg, cfg_path), ctx.is_main,
-                                purge_step=state.iteration if resume else None)
+                                purge_step=state.iteration if resume or purge_events else None)
 
     start_epoch = state.epoch
     for epoch in range(start_epoch, end_epoch):
@@ -265,6 +319,7 @@ def train(cfg, cfg_path, ctx):
         # (epoch, rank): a resumed run repeats what the interrupted one would have done.
         seed_everything(epoch * EPOCH_SEED_STRIDE + ctx.rank)
         phase.loader.sampler.set_epoch(epoch)
+        progress.stage = f'epoch {epoch + 1}/{end_epoch}'
         try:
             stats = train_one_epoch(
                 model, phase.loader, optimizer, epoch=epoch, base_lr=phase.base_lr,
@@ -287,6 +342,7 @@ def train(cfg, cfg_path, ctx):
         # Every process evaluates with the BatchNorm statistics that rank 0 saves.
         broadcast_buffers(full_model)
         if val_loader is not None and (epoch + 1) % cfg.TRAIN.EVAL_INTERVAL == 0:
+            progress.stage = f'the validation after epoch {epoch + 1}/{end_epoch}'
             mean = validate(full_model.model, val_loader, cfg, ctx, writer,
                             step=state.iteration - 1, best=state.best_miou)
             if mean > state.best_miou:
@@ -297,6 +353,7 @@ def train(cfg, cfg_path, ctx):
         state.epoch = epoch + 1
         if ctx.is_main:
             save_checkpoint(checkpoint_path, state, full_model, optimizer, precision)
+            progress.saved_epochs = state.epoch
             if writer is not None:
                 writer.flush()
         barrier()
@@ -309,4 +366,5 @@ def train(cfg, cfg_path, ctx):
         if writer is not None:
             writer.close()
     barrier()
+    progress.stage = 'the final evaluation'
     return evaluate_model(full_model.model, cfg, out_dir, ctx)

@@ -11,6 +11,9 @@ A panel holds titled tiles, four per row:
 - with a ground truth, each exit's errors (red) and the pixels it fixed since the previous
   exit (green).
 
+Under the panel's title, a legend lists the classes the ground truth and the predictions
+show, each with its colour (and black for ignored pixels, when there are any).
+
 Small images are enlarged (nearest neighbour) and large ones reduced, so that a tile is
 TILE_MIN_WIDTH to TILE_MAX_WIDTH pixels wide and the titles stay readable at 100% zoom.
 """
@@ -30,13 +33,12 @@ from models.flops import FlopsCounter, anytime_flops
 from models.model_anytime import NUM_EXITS
 from models.resize import upsample_to
 from utils.logger import progress
+from .figure import FONT_PT, LEGEND_ENTRY_PX, MARGIN_PX, PanelLayout, draw_legend, \
+    legend_entries, legend_height, new_figure, save_figure
 
 COLUMNS = 4
 TILE_MIN_WIDTH, TILE_MAX_WIDTH = 384, 768
 TITLE_PX = 40  # height of the title strip above a tile: two lines
-MARGIN_PX = 6
-DPI = 100
-FONT_PT = 12
 
 
 @dataclass
@@ -140,7 +142,7 @@ def _confidence_rgb(confidence):
 
 
 def panel_tiles(rgb, views, label=None, ignore_label=255):
-    """The titled tiles of one image's panel, in rows.
+    """The titled tiles of one image's panel, in rows, and the legend of their classes.
 
     Args:
         rgb (np.ndarray): H x W x 3 uint8 input.
@@ -149,7 +151,8 @@ def panel_tiles(rgb, views, label=None, ignore_label=255):
         ignore_label (int): TRAIN.IGNORE_LABEL.
 
     Returns:
-        list[list[tuple[str, np.ndarray]]]: rows of (title, H x W x 3 uint8) tiles.
+        tuple: rows of (title, H x W x 3 uint8) tiles, and the legend (see
+        :func:`legend_entries`) of the ground truth and the predictions.
     """
     h, w = rgb.shape[:2]
     ignored = None if label is None else label == ignore_label
@@ -202,44 +205,38 @@ def panel_tiles(rgb, views, label=None, ignore_label=255):
             errors.append((title, tile))
             previous_wrong = wrong
         rows.append(errors)
-    return rows
+    legend = legend_entries(preds + ([] if label is None else [label]), ignored)
+    return rows, legend
 
 
-@dataclass
-class PanelLayout:
-    """Where the tiles of a written panel lie: (title, (x, y, width, height)) in pixels of
-    the PNG, and the PNG's size."""
-    tiles: list
-    width: int
-    height: int
-
-
-def draw_panel(rows, path, title=None):
+def draw_panel(rows, path, title=None, legend=()):
     """Write ``rows`` of titled tiles (from :func:`panel_tiles`) as one PNG.
 
     Args:
         rows (list[list[tuple[str, np.ndarray]]]): tiles of equal size.
         path (str): the PNG to write (its folder is created).
         title (str or None): a line above the panel (e.g. the image's name).
+        legend (list[tuple[str, tuple]]): (name, RGB) entries drawn under the title.
 
     Returns:
         PanelLayout
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
     h, w = rows[0][0][1].shape[:2]
     scale = tile_scale(w)
     tw, th = round(w * scale), round(h * scale)
-    head = TITLE_PX + MARGIN_PX if title else 0
     cell_w, cell_h = tw + MARGIN_PX, th + TITLE_PX + MARGIN_PX
     width = COLUMNS * cell_w + MARGIN_PX
+    legend_columns = max(1, (width - MARGIN_PX) // LEGEND_ENTRY_PX)
+    head = TITLE_PX + MARGIN_PX if title else 0
+    legend_top = head + MARGIN_PX
+    if legend:
+        head += MARGIN_PX + legend_height(legend, legend_columns)
     height = head + len(rows) * cell_h + MARGIN_PX
-    fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor='white')
+    fig = new_figure(width, height)
     if title:
         fig.text(MARGIN_PX / width, 1 - (MARGIN_PX + TITLE_PX / 2) / height, title,
                  fontsize=FONT_PT + 1, weight='bold', va='center')
+    boxes = draw_legend(fig, legend, legend_top, legend_columns, (width, height))
     placed = []
     for r, row in enumerate(rows):
         for c, (name, tile) in enumerate(row):
@@ -251,10 +248,8 @@ def draw_panel(rows, path, title=None):
             fig.text(x / width, 1 - (y - TITLE_PX / 2) / height, _wrap(name, tw),
                      fontsize=FONT_PT, va='center', linespacing=1.1)
             placed.append((name, (x, y, tw, th)))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return PanelLayout(placed, width, height)
+    save_figure(fig, path)
+    return PanelLayout(placed, width, height, boxes)
 
 
 def _wrap(text, width_px):
@@ -302,8 +297,8 @@ def write_panel(model, image, path, label=None, ignore_label=255, name=None, vie
     title = [name] if name else []
     if model.use_masks:
         title.append(f'masks: {model.mask_criterion} {model.mask_threshold:.4g}')
-    rows = panel_tiles(denormalize(image), views, label, ignore_label)
-    return draw_panel(rows, path, ' · '.join(title) or None)
+    rows, legend = panel_tiles(denormalize(image), views, label, ignore_label)
+    return draw_panel(rows, path, ' · '.join(title) or None, legend)
 
 
 def panels_of_files(model, paths, out_dir, ignore_label=255, log=print):

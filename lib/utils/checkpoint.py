@@ -283,7 +283,10 @@ def _top_names(keys):
 
 def _imagenet_advice(own):
     """What to set MODEL.PRETRAINED to, for a model of state dict ``own``."""
-    width = describe_variant(own)['width']
+    return _imagenet_advice_for_width(describe_variant(own)['width'])
+
+
+def _imagenet_advice_for_width(width):
     weights = (IMAGENET_WEIGHTS[width] if width in IMAGENET_WEIGHTS
                else f'a file of HRNet-W{width} ImageNet weights')
     return f"set MODEL.PRETRAINED to {weights}, or '' for a random initialisation"
@@ -302,6 +305,21 @@ def _nothing_taken(name, state, own, load_stage):
         f'{", ".join(_top_names(own))}{hint}: {_imagenet_advice(own)}')
 
 
+def check_pretrained_file(path, width):
+    """Refuse a MODEL.PRETRAINED that names no file, before a run builds or writes
+    anything (a Hub name is checked when it is downloaded).
+
+    Args:
+        path (str): MODEL.PRETRAINED ('' for a random initialisation).
+        width (int): the width of the network's first branch, for the advice.
+    Raises:
+        CheckpointError: naming the path and the weights to use.
+    """
+    if path and not is_hub_name(path) and not os.path.isfile(path):
+        raise CheckpointError(f'MODEL.PRETRAINED file not found: {path} '
+                              f'({_imagenet_advice_for_width(width)})')
+
+
 def load_pretrained(model, path, load_stage=0):
     """Initialise ``model`` from HRNet weights (MODEL.PRETRAINED, MODEL.LOAD_STAGE).
 
@@ -318,9 +336,8 @@ def load_pretrained(model, path, load_stage=0):
     key, file = 'MODEL.PRETRAINED', path
     if is_hub_name(path):
         key, file = f'{key} {path}', hub_weights_file(path, key)
-    elif not os.path.isfile(path):
-        raise CheckpointError(f'MODEL.PRETRAINED file not found: {path} '
-                              f'({_imagenet_advice(own)})')
+    else:
+        check_pretrained_file(path, describe_variant(own)['width'])
     name = _describe_file(file, key)
     if is_safetensors(file):
         state = read_safetensors(file, key)

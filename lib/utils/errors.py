@@ -10,7 +10,7 @@ nothing above it) and are the same classes here.
 from config.errors import ConfigError, UserError
 
 __all__ = ['UserError', 'ConfigError', 'DataError', 'CheckpointError', 'LaunchError',
-           'RunDirectoryError']
+           'RunDirectoryError', 'Interrupted']
 
 
 class DataError(UserError):
@@ -37,3 +37,19 @@ class LaunchError(UserError):
 
 class RunDirectoryError(UserError):
     """An output directory holds another run, which must not be overwritten."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a tool's work, with where the work stood; the tools print
+    it as one line with the command that continues the work.
+
+    Args:
+        message (str): where the work stood and what it kept.
+        continue_with (list[str]): ``KEY VALUE`` words that, added to the same command
+            line, continue the work (e.g. ``['AUTO_RESUME', 'True']``); empty when the
+            command as it was continues it.
+    """
+
+    def __init__(self, message, continue_with=()):
+        super().__init__(message)
+        self.message, self.continue_with = message, list(continue_with)

@@ -16,11 +16,17 @@ rank 0 only (other ranks hand their message to torchrun, whose summary shows it 
 root cause), and every failing rank writes its message to torchrun's error file. Under
 any launcher, a launch error that every process raises alike is printed by rank 0 only.
 Any other exception is a bug and keeps its traceback.
+
+Ctrl-C (KeyboardInterrupt) ends the tool with one ``interrupted`` line on stderr (rank 0
+only) and exit status 130, as a shell reports SIGINT: for an :class:`utils.errors.Interrupted`
+it says where the work stood and gives the command line that continues it (the same
+command plus its ``continue_with`` words, e.g. ``AUTO_RESUME True``).
 """
 import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -29,12 +35,15 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from config import config, names_a_key, update_config
 from .distributed import add_launcher_arguments, barrier, cleanup, init_distributed
-from .errors import UserError
-from .launchers import find_placement
+from .errors import Interrupted, UserError
+from .launchers import HYDRA, MVAPICH, OPENMPI, SRUN, TORCH, find_placement
 from .logger import FILE_ONLY, log_file_path
 
 DEBUG_ENV = 'ADPC_DEBUG'
 EXIT_USER_ERROR = 2  # as argparse's usage errors
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+LAUNCHER_COMMANDS = {TORCH: 'torchrun', OPENMPI: 'mpirun', MVAPICH: 'mpirun_rsh',
+                     HYDRA: 'mpirun', SRUN: 'srun'}
 
 
 def default_argument_parser(description, cfg_help='experiment YAML file'):
@@ -135,7 +144,8 @@ def _run(fn, args):
 
 def reporting_user_errors(fn, debug=False):
     """``fn`` wrapped so that a UserError it raises is reported as one ``error:`` block
-    and ends the process with status 2 (see the module's docstring).
+    and ends the process with status 2, and Ctrl-C as one ``interrupted`` line with
+    status 130 (see the module's docstring).
 
     Args:
         fn (callable): the tool's work, e.g. a tool's ``main``.
@@ -149,7 +159,43 @@ def reporting_user_errors(fn, debug=False):
         except UserError as e:
             report_user_error(e, debug)
             raise SystemExit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt as e:
+            report_interrupt(e, debug)
+            raise SystemExit(EXIT_INTERRUPTED) from None
     return wrapper
+
+
+def continue_command(words, placement=None):
+    """The command line that continues the work of this process: the same one with
+    ``words`` added; under a launcher, which cannot be read back from here, words.
+
+    Args:
+        words (list[str]): ``KEY VALUE`` words to add.
+        placement (Placement or None): this process (default: from the environment).
+    """
+    placement = placement or find_placement()
+    if placement.launcher:
+        added = f' with {" ".join(words)} added' if words else ''
+        return f'the same {LAUNCHER_COMMANDS[placement.launcher]} command{added}'
+    return shlex.join(list(sys.orig_argv) + list(words))
+
+
+def report_interrupt(error, debug=False):
+    """Report Ctrl-C (``error``, being handled) as one line on stderr, on rank 0; the
+    traceback goes to the log file (and the console when ``debug``)."""
+    trace = traceback.format_exc()
+    if log_file_path():
+        logging.getLogger(FILE_ONLY).error(f'interrupted\n{trace}')
+    if find_placement().rank != 0:
+        return
+    if debug:
+        sys.stderr.write(trace)
+    if isinstance(error, Interrupted):
+        line = f'{error.message}; continue with: {continue_command(error.continue_with)}'
+    else:
+        line = 'interrupted'
+    sys.stderr.write(f'\n{line}\n')  # after the ^C the terminal echoed
+    sys.stderr.flush()
 
 
 def report_user_error(error, debug=False):

@@ -6,8 +6,8 @@ import torch
 
 import engine.epoch
 from engine.criterion import FullModel, MultiExitLoss
-from engine.epoch import NonFiniteLossError, train_one_epoch
-from engine.train import select_trainable
+from engine.epoch import EpochInterrupted, NonFiniteLossError, train_one_epoch
+from engine.train import RunProgress, select_trainable
 from standin import StandIn
 from utils.distributed import DistContext
 from utils.logger import setup_logger
@@ -62,6 +62,39 @@ def test_non_finite_loss_names_exit_and_iteration_and_skips_the_step():
     run_epoch(reference, data[:1])  # the one good step
     for a, b in zip(full.parameters(), reference.parameters()):
         assert torch.equal(a, b)
+
+
+class CtrlCAtBatch(list):
+    """Batches whose ``n``-th (0-based) is never delivered: Ctrl-C comes first."""
+
+    def __init__(self, data, n):
+        super().__init__(data)
+        self.n = n
+
+    def __iter__(self):
+        for i, batch in enumerate(list.__iter__(self)):
+            if i == self.n:
+                raise KeyboardInterrupt
+            yield batch
+
+
+def test_ctrl_c_in_an_epoch_says_how_many_steps_it_had_taken():
+    full = FullModel(StandIn(), MultiExitLoss([1, 1, 1, 1], 3))
+    with pytest.raises(EpochInterrupted) as info:
+        run_epoch(full, CtrlCAtBatch(batches(4), 2))
+    assert (info.value.steps, info.value.total) == (2, 4)
+    assert isinstance(info.value, KeyboardInterrupt)  # still stops whatever catches it
+
+
+def test_the_interruption_message_names_the_place_and_the_checkpoint_kept():
+    progress = RunProgress('out/checkpoint.pth.tar')
+    progress.stage = 'epoch 1/12'
+    assert progress.interrupted(EpochInterrupted(3, 24)) == \
+        'training interrupted in epoch 1/12 after 3 of its 24 iterations; last checkpoint: none'
+    progress.stage, progress.saved_epochs = 'the validation after epoch 4/12', 4
+    assert progress.interrupted(KeyboardInterrupt()) == (
+        'training interrupted in the validation after epoch 4/12; last checkpoint: '
+        'out/checkpoint.pth.tar (4 epoch(s) done)')
 
 
 @pytest.mark.parametrize('alle', [False, True])

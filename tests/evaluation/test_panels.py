@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from evaluation.figure import legend_entries
 from evaluation.panels import TILE_MAX_WIDTH, TILE_MIN_WIDTH, draw_panel, exit_views, \
     views_from_outputs, write_panel
-from datasets.labels import CITYSCAPES_PALETTE, colorize
+from datasets.labels import CITYSCAPES_PALETTE, CLASS_NAMES, colorize
 from models.masked_conv import MaskedConv2d
+from models.resize import upsample_to
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'models'))
 from tiny import mixed_mask_model, tiny_model  # noqa: E402
@@ -100,6 +102,43 @@ def test_unmasked_panel_without_ground_truth_and_a_large_input(tmp_path):
     assert [box[2:] for _, box in layout.tiles] == [(TILE_MAX_WIDTH, TILE_MAX_WIDTH // 2)] * 6
     assert cv2.imread(str(tmp_path / 'l.png')).shape[:2] == (layout.height, layout.width)
     assert layout.width < 4 * TILE_MAX_WIDTH + 100
+
+
+def legend_colours(path, layout):
+    """The RGB at the centre of each colour square of a written legend, by name."""
+    png = cv2.imread(path)[:, :, ::-1]
+    return {name: tuple(png[y + h // 2, x + w // 2]) for name, (x, y, w, h) in layout.legend}
+
+
+def test_the_legend_lists_the_classes_the_panel_shows_in_their_colours(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 128)
+    model = mixed_mask_model('adpc', x)
+    label = np.full((64, 128), 255)
+    label[8:, :64], label[8:, 64:] = 0, 13  # road and car, the top rows ignored
+    path = str(tmp_path / 'panel.png')
+    layout = write_panel(model, x[0], path, label, 255, name='img')
+    predicted = set()
+    for logits in exit_views(model, x).logits:
+        full = upsample_to(logits[None].float(), (64, 128))  # as the exit tiles are drawn
+        predicted.update(full[0].argmax(0)[8:].unique().tolist())  # not the ignored rows
+    shown = sorted(predicted | {0, 13})
+    assert [name for name, _ in layout.legend] == [CLASS_NAMES[c] for c in shown] + ['ignored']
+    expected = {CLASS_NAMES[c]: CITYSCAPES_PALETTE[c] for c in shown}
+    assert legend_colours(path, layout) == dict(expected, ignored=(0, 0, 0))
+    # The legend lies above every tile.
+    assert max(y + h for _, (x, y, w, h) in layout.legend) < min(y for _, (x, y, w, h) in
+                                                                  layout.tiles)
+
+
+def test_legend_entries_skip_ignored_pixels_and_unknown_ids():
+    ids = np.array([[0, 5, 255], [18, 5, 7]])
+    assert legend_entries([ids]) == [(CLASS_NAMES[c], CITYSCAPES_PALETTE[c])
+                                     for c in (0, 5, 7, 18)]
+    ignored = np.array([[False, False, True], [True, False, True]])
+    assert legend_entries([ids], ignored) == [('road', CITYSCAPES_PALETTE[0]),
+                                              ('pole', CITYSCAPES_PALETTE[5]),
+                                              ('ignored', (0, 0, 0))]
 
 
 def test_colorize_paints_the_palette_and_ignored_pixels_black():

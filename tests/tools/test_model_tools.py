@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets.labels import LABEL_ID_TO_TRAIN_ID
+from datasets.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, LABEL_ID_TO_TRAIN_ID
+from evaluation.figure import LEGEND_LINE_PX, LEGEND_SWATCH_PX, MARGIN_PX
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = 'experiments/synthetic/tiny_adpc.yaml'
@@ -44,6 +45,22 @@ def test_predict_writes_label_ids_at_the_image_size(image, tmp_path):
     assert set(np.unique(ids).tolist()) <= set(LABEL_ID_TO_TRAIN_ID)
     color = cv2.imread(str(out / 'street_color.png'), cv2.IMREAD_COLOR)
     assert color.shape == (HEIGHT, WIDTH, 3)
+    # The colour PNG is the plain palette picture of the labelIds, without a legend...
+    train_ids = np.vectorize(LABEL_ID_TO_TRAIN_ID.get)(ids)
+    assert (color[:, :, ::-1] == np.asarray(CITYSCAPES_PALETTE)[train_ids]).all()
+    # ... which lies beside it: one line per class, its colour square first.
+    assert f'class colours and labelIds: {out / "legend.png"}' in proc.stdout
+    legend = cv2.imread(str(out / 'legend.png'), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert legend.shape[0] == len(CITYSCAPES_CLASSES) * LEGEND_LINE_PX + 2 * MARGIN_PX
+    centre = MARGIN_PX + LEGEND_SWATCH_PX // 2
+    for train_id, rgb in enumerate(CITYSCAPES_PALETTE):
+        row = MARGIN_PX + train_id * LEGEND_LINE_PX + LEGEND_LINE_PX // 2
+        assert tuple(legend[row, centre]) == rgb, CITYSCAPES_CLASSES[train_id]
+    # A legend.png already there (the same legend, or a file of the user's) stays.
+    (out / 'legend.png').write_bytes(b'mine')
+    assert run_tool('tools/predict.py', '--cfg', TINY, '--image', image, '--out', str(out),
+                    '--threads', '1').returncode == 0
+    assert (out / 'legend.png').read_bytes() == b'mine'
 
 
 def test_profile_drives_a_budgeted_prediction(image, tmp_path):

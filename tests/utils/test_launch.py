@@ -1,14 +1,15 @@
 """The tools' error report: a UserError is one `error:` block on stderr and exit status
-2, its traceback in the log file (and on the console only when asked for); any other
-exception keeps its traceback."""
+2, its traceback in the log file (and on the console only when asked for); Ctrl-C is one
+line and exit status 130; any other exception keeps its traceback."""
 import json
 import os
+import sys
 
 import pytest
 
-from utils.errors import DataError
-from utils.launchers import MPI_VARIABLES
-from utils.launch import default_argument_parser, launch
+from utils.errors import DataError, Interrupted
+from utils.launchers import MPI_VARIABLES, SRUN, TORCH, Placement
+from utils.launch import continue_command, default_argument_parser, launch
 from utils.logger import setup_logger
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -115,3 +116,31 @@ def test_mpirun_without_rendezvous_is_one_error_line_from_rank_0(monkeypatch, ca
     assert first.startswith('error: mpirun (OpenMPI) started 2 processes')
     assert first.endswith('-x MASTER_PORT=29500 python tools/train_ee.py --cfg tiny.yaml')
     assert len(hint) == 1 and '--debug' in hint[0]
+
+
+def test_ctrl_c_is_one_line_with_the_command_that_continues(monkeypatch, capsys):
+    def interrupted(cfg, cfg_path, ctx):
+        raise Interrupted('training interrupted in epoch 2/3', ['AUTO_RESUME', 'True'])
+
+    monkeypatch.setattr(sys, 'orig_argv', ['python', 'tools/train_ee.py', '--cfg', 'a b.yaml'])
+    assert launch_tool(interrupted) == 130
+    out, err = capsys.readouterr()
+    assert err.strip() == ("training interrupted in epoch 2/3; continue with: python "
+                           "tools/train_ee.py --cfg 'a b.yaml' AUTO_RESUME True")
+    assert 'Traceback' not in out + err
+
+
+def test_ctrl_c_anywhere_else_is_one_line_too(capsys):
+    def interrupted(cfg, cfg_path, ctx):
+        raise KeyboardInterrupt
+
+    assert launch_tool(interrupted) == 130
+    out, err = capsys.readouterr()
+    assert err.strip() == 'interrupted' and 'Traceback' not in out
+
+
+def test_under_a_launcher_the_continuing_command_is_described():
+    torchrun = Placement(rank=0, world_size=2, local_rank=0, launcher=TORCH)
+    assert continue_command(['AUTO_RESUME', 'True'], torchrun) == \
+        'the same torchrun command with AUTO_RESUME True added'
+    assert continue_command([], Placement(launcher=SRUN)) == 'the same srun command'

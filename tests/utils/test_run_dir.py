@@ -7,7 +7,8 @@ import pytest
 
 from config import config, update_config
 from utils.errors import RunDirectoryError
-from utils.run_dir import check_training_directory, evaluation_directory
+from utils.run_dir import check_training_directory, evaluation_directory, hold_run_lock, \
+    protected_entries
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, 'experiments', 'synthetic', 'tiny_adpc.yaml')
@@ -17,14 +18,21 @@ def cfg_of(*opts):
     return update_config(config.clone(), argparse.Namespace(cfg=TINY, opts=list(opts)))
 
 
-def make_run(folder, cfg, finished=True):
-    """A run directory as training leaves it (the files the guard reads)."""
+def make_run(folder, cfg, finished=True, files=('checkpoint.pth.tar',)):
+    """A run directory as training leaves it (the files the guard reads): by default
+    one that has saved a checkpoint."""
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, 'config.yaml'), 'w') as f:
         f.write(cfg.dump())
-    if finished:
-        open(os.path.join(folder, 'final_state.pth'), 'wb').close()
+    for name in files + (('final_state.pth',) if finished else ()):
+        open(os.path.join(folder, name), 'wb').close()
     return folder
+
+
+# What a start writes before its first checkpoint: its log (one per start), the
+# TensorBoard events and the temporary file of an atomic write that a kill interrupted.
+START_LEFTOVERS = ('tiny_adpc_2030-01-01-00-00-00_17_train.log', 'events.out.tfevents.1.host',
+                   '.checkpoint.pth.tar.0a1b2c3d.tmp')
 
 
 def test_an_empty_directory_is_a_new_run(tmp_path):
@@ -61,6 +69,49 @@ def test_same_unfinished_configuration_asks_for_auto_resume(tmp_path):
     run = make_run(str(tmp_path / 'run'), cfg_of(), finished=False)
     with pytest.raises(RunDirectoryError, match=r'(?s)unfinished run.*AUTO_RESUME True'):
         check_training_directory(cfg_of(), run)
+
+
+@pytest.mark.parametrize('auto_resume', ['False', 'True'])
+def test_a_start_that_failed_before_its_first_checkpoint_is_taken_over(tmp_path, auto_resume):
+    run = make_run(str(tmp_path / 'run'), cfg_of('MODEL.PRETRAINED', 'nothing.pth'),
+                   finished=False, files=START_LEFTOVERS)
+    assert protected_entries(run) == []
+    line = check_training_directory(cfg_of('AUTO_RESUME', auto_resume), run)
+    assert line.startswith(f'taking over {run}: it held no checkpoint and no results')
+    assert "keys changed since: MODEL.PRETRAINED 'nothing.pth' -> ''" in line
+    assert f'log files kept: {START_LEFTOVERS[0]}' in line
+    assert '\n' not in line  # one log line
+    assert sorted(os.listdir(run)) == sorted(('config.yaml',) + START_LEFTOVERS)  # untouched
+    assert 'keys changed since: none' in check_training_directory(cfg_of('MODEL.PRETRAINED',
+                                                                         'nothing.pth'), run)
+
+
+@pytest.mark.parametrize('work', [
+    'checkpoint.pth.tar', 'best.pth', 'final_state.pth',  # training
+    'result.txt', 'test_stats.json',  # its evaluation
+    'eval/', 'sweep/', 'panels/',  # evaluations, sweeps, pictures of other settings
+    'notes.txt', 'old.log/'])  # anything else is the user's: a folder even if named .log
+def test_a_run_with_anything_beyond_a_start_s_files_stays_protected(tmp_path, work):
+    run = make_run(str(tmp_path / 'run'), cfg_of('MODEL.PRETRAINED', 'nothing.pth'),
+                   finished=False, files=START_LEFTOVERS)
+    if work.endswith('/'):
+        os.makedirs(os.path.join(run, work))
+    else:
+        open(os.path.join(run, work), 'wb').close()
+    assert protected_entries(run) == [work.rstrip('/')]
+    with pytest.raises(RunDirectoryError, match=r"holds (another|a finished) run"):
+        check_training_directory(cfg_of(), run)
+
+
+def test_a_run_that_a_process_is_training_is_refused_even_with_nothing_to_protect(tmp_path):
+    run = make_run(str(tmp_path / 'run'), cfg_of(), finished=False, files=())
+    lock = hold_run_lock(run)
+    try:
+        with pytest.raises(RunDirectoryError, match=r'a process is training now'):
+            check_training_directory(cfg_of('AUTO_RESUME', 'True'), run)
+    finally:
+        lock.close()
+    assert check_training_directory(cfg_of(), run).startswith('taking over')
 
 
 def test_auto_resume_continues_and_may_add_an_extra_phase(tmp_path):
