@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 LEGEND = 'legend.png'  # beside the prediction PNGs: the colour and labelId of each class
 
+
 def add_model_arguments(parser, cfg_help="experiment YAML, or a run's config.yaml"):
     """``--cfg``, ``--device``, ``--threads`` and ``KEY VALUE`` overrides, as read by
     :func:`model_from_args`. Parse with ``utils.launch.parse_command_line`` so that
@@ -90,8 +91,8 @@ def write_prediction(labels, out_dir, name):
 
 def write_palette_legend(out_dir):
     """Write ``legend.png`` into ``out_dir``: each class's colour in the ``*_color.png``
-    files (with its RGB values) and its value in the ``*_labelIds.png`` files. A file of that name already
-    there is left as it is (it is the same legend, or the user's).
+    files (with its RGB values) and its value in the ``*_labelIds.png`` files. A file of
+    that name already there is left as it is (it is the same legend, or the user's).
 
     Returns:
         str: the legend's path.

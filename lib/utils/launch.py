@@ -177,7 +177,9 @@ def continue_command(words, placement=None):
     if placement.launcher:
         added = f' with {" ".join(words)} added' if words else ''
         return f'the same {LAUNCHER_COMMANDS[placement.launcher]} command{added}'
-    return shlex.join(list(sys.orig_argv) + list(words))
+    # sys.orig_argv (Python 3.10+) holds the interpreter and its options as typed.
+    argv = getattr(sys, 'orig_argv', None) or ['python'] + sys.argv
+    return shlex.join(list(argv) + list(words))
 
 
 def report_interrupt(error, debug=False):
