@@ -118,7 +118,7 @@ def test_predict_reads_an_override_after_the_images(tmp_path):
                            'MASK.CONF_THRE', '0.5', '--out', str(out), '--threads', '1'],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(os.listdir(out)) == ['street_color.png', 'street_labelIds.png']
+    assert sorted(os.listdir(out)) == ['legend.png', 'street_color.png', 'street_labelIds.png']
 
 
 def test_sweep_reads_an_override_after_the_thresholds(tmp_path):
