@@ -77,16 +77,16 @@ class Check:
 
 
 CHECKS = [
-    Check('reference_adpc', 'correctness', 60, 'correctness:check_reference', ('w48_adpc',)),
-    Check('reference_ca', 'correctness', 55, 'correctness:check_reference', ('w48_ca',)),
+    Check('reference_adpc', 'correctness', 70, 'correctness:check_reference', ('w48_adpc',)),
+    Check('reference_ca', 'correctness', 60, 'correctness:check_reference', ('w48_ca',)),
     Check('autocast_fp16', 'correctness', 35, 'correctness:check_autocast', ('float16',)),
     Check('autocast_bf16', 'correctness', 25, 'correctness:check_autocast', ('bfloat16',)),
-    Check('train_amp_resume', 'correctness', 45, 'end_to_end:check_train'),
+    Check('train_amp_resume', 'correctness', 40, 'end_to_end:check_train'),
     Check('evaluate_run', 'correctness', 20, 'end_to_end:check_evaluate'),
     Check('forward_speed', 'speed', 35, 'speed:check_forward'),
-    Check('train_step_speed', 'speed', 35, 'speed:check_train_step'),
+    Check('train_step_speed', 'speed', 40, 'speed:check_train_step'),
     Check('evaluation_speed', 'speed', 20, 'speed:check_evaluation'),
-    Check('break_even', 'speed', 30, 'speed:check_break_even'),
+    Check('break_even', 'speed', 15, 'speed:check_break_even'),
 ]
 BY_NAME = {check.name: check for check in CHECKS}
 

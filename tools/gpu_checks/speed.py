@@ -14,6 +14,8 @@ Training and evaluation run with the config's cuDNN settings and PyTorch's TF32
 defaults, as the tools do. On the CPU these functions run on the tiny network (the test
 suite calls them so); tools/gpu_check.py runs them on CUDA only.
 """
+import math
+
 import torch
 
 from benchmark import TOLERANCE, full_float32
@@ -71,6 +73,29 @@ def _peak_memory_gib(device):
     return torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == 'cuda' else None
 
 
+def _time_training(cfg, device, x, y, amp):
+    """Median step time (2 warm-up, 5 timed), peak memory and last loss of a fresh W48
+    ADP-C trained on (x, y) with TRAIN.AMP ``amp``."""
+    torch.manual_seed(0)
+    full = FullModel(build_model(cfg), build_criterion(cfg, CITYSCAPES_CLASS_WEIGHTS))
+    full = full.to(device).train()
+    optimizer = torch.optim.SGD(full.parameters(), lr=0.01, momentum=0.9)
+    precision = MixedPrecision(device, amp)
+    state = {'skipped': 0}
+
+    def step():
+        with precision.autocast():
+            total = full(x, y)[0]
+        optimizer.zero_grad(set_to_none=True)
+        state['skipped'] += not precision.backward_step(total, optimizer)
+        state['loss'] = total.detach()
+
+    _reset_peak_memory(device)
+    seconds = interleaved_medians({'step': step}, 2, 5, device)['step']
+    return {'step_s': seconds, 'peak_gib': _peak_memory_gib(device),
+            'loss': state['loss'].item(), 'scaler_skipped_steps': state['skipped']}
+
+
 def check_train_step(setup):
     """Step time and peak memory of W48 ADP-C training with TRAIN.AMP off and on."""
     device = setup.device
@@ -80,28 +105,9 @@ def check_train_step(setup):
     figures = {'batch': setup.train_batch, 'shape': list(setup.shape),
                'cudnn_tf32': torch.backends.cudnn.allow_tf32}
     for amp in (False, True):
-        torch.manual_seed(0)
-        full = FullModel(build_model(cfg), build_criterion(cfg, CITYSCAPES_CLASS_WEIGHTS))
-        full = full.to(device).train()
-        optimizer = torch.optim.SGD(full.parameters(), lr=0.01, momentum=0.9)
-        precision = MixedPrecision(device, amp)
-        state = {'skipped': 0}
-
-        def step():
-            with precision.autocast():
-                total = full(x, y)[0]
-            optimizer.zero_grad(set_to_none=True)
-            state['skipped'] += not precision.backward_step(total, optimizer)
-            state['loss'] = total.detach()
-
-        _reset_peak_memory(device)
-        seconds = interleaved_medians({'step': step}, 2, 5, device)['step']
-        key = 'amp' if amp else 'float32'
-        figures[key] = {'step_s': seconds, 'peak_gib': _peak_memory_gib(device),
-                        'loss': state['loss'].item(), 'scaler_skipped_steps': state['skipped']}
-        if not torch.isfinite(state['loss']):
-            raise CheckFailed(f'TRAIN.AMP {amp}: the loss is {state["loss"].item()}', figures)
-        del full, optimizer, precision
+        figures['amp' if amp else 'float32'] = run = _time_training(cfg, device, x, y, amp)
+        if not math.isfinite(run['loss']):
+            raise CheckFailed(f"TRAIN.AMP {amp}: the loss is {run['loss']}", figures)
     figures['amp_speedup'] = figures['float32']['step_s'] / figures['amp']['step_s']
     peaks = [figures[k]['peak_gib'] for k in ('float32', 'amp')]
     memory = '' if peaks[0] is None else f', peak {peaks[0]:.1f} -> {peaks[1]:.1f} GiB'
