@@ -58,6 +58,13 @@ AUTOCAST_ARGMAX_AGREEMENT = 0.99
 AUTOCAST_MASK_AGREEMENT = 0.99
 
 
+def _fail_on(faults, figures, shown=4):
+    """Raise CheckFailed with the first ``shown`` faults, if there are any."""
+    if faults:
+        more = f' (+{len(faults) - shown} more)' if len(faults) > shown else ''
+        raise CheckFailed('; '.join(faults[:shown]) + more, figures)
+
+
 def _densities(masks, size):
     return [round(m.at(size).float().mean().item(), 4) for m in masks]
 
@@ -86,7 +93,7 @@ def check_reference(setup, variant):
 
     figures = {'tf32': False, 'threshold': model.mask_threshold,
                'own_mask_density': _densities(ref_masks, size),
-               'fixed_mask_density': list(_densities(fixed, size)),
+               'fixed_mask_density': _densities(fixed, size),
                'yardstick': yardstick, 'tolerance': tolerance,
                'max_abs_logit': max_abs(ref_fixed + ref_own),
                'cpu_reference_seconds': round(cpu_seconds, 2),
@@ -110,10 +117,11 @@ def check_reference(setup, variant):
                     outside.append((ratio, k, masks, diff))
         if outside:
             _, k, masks, diff = max(outside)
-            reference = 'CPU float64' if masks == 'fixed' else "CPU float32, with that run's own"
-            faults.append(f'{mode}: exit {k} differs from the {reference} masks by {diff:.2e} '
-                          f'of its scale > tolerance {tolerance[k - 1]:.2e} ({len(outside)} of '
-                          '8 outputs outside)')
+            reference = ('CPU float64 run (fixed masks)' if masks == 'fixed' else
+                         "CPU float32 run (that run's own masks)")
+            faults.append(f'{mode}: exit {k} differs from the {reference} by {diff:.2e} of its '
+                          f'scale > tolerance {tolerance[k - 1]:.2e} ({len(outside)} of 8 '
+                          'outputs outside)')
         _, own = run(model, xd, mode, own_masks=True)
         agreement = [mask_agreement(a, b, size) for a, b in zip(own, ref_masks)]
         figures['mask_agreement'][mode] = min(agreement)
@@ -122,9 +130,7 @@ def check_reference(setup, variant):
                 faults.append(f'{mode}: confidence mask of segment {j} agrees with the CPU '
                               f"reference's on {value:.2%} of the pixels < "
                               f'{REFERENCE_MASK_AGREEMENT:.1%}')
-    if faults:
-        raise CheckFailed('; '.join(faults[:4]) + (f' (+{len(faults) - 4} more)'
-                                                   if len(faults) > 4 else ''), figures)
+    _fail_on(faults, figures)
     summary = (f"worst diff {figures['worst_diff_over_tolerance']:.2f} of tolerance "
                f"(max {max(figures['max_rel_diff'].values()):.1e} of scale), masks "
                f"{min(figures['mask_agreement'].values()):.2%}, max |act| "
@@ -201,9 +207,7 @@ def check_autocast(setup, dtype):
         figures['overflow'] = True
         faults.insert(0, _overflow_message(dtype, overflows,
                                            max(figures['max_abs_activation'].values())))
-    if faults:
-        raise CheckFailed('; '.join(faults[:4]) + (f' (+{len(faults) - 4} more)'
-                                                   if len(faults) > 4 else ''), figures)
+    _fail_on(faults, figures)
     summary = (f"top class {min(figures['argmax_agreement'].values()):.2%}, masks "
                f"{min(figures['mask_agreement'].values()):.2%}, max deviation "
                f"{max(figures['max_rel_deviation'].values()):.1e} of scale, max |act| "

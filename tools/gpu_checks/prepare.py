@@ -87,9 +87,9 @@ def setup_for(device, out='.', fault=None):
     return Setup(device, True, (64, 128), (64, 128), 2, (64, 128), 60, 0.2, out, fault)
 
 
-def load_cfg(name, setup, *opts):
-    """experiments/cityscapes/``name``.yaml (shrunk on the CPU) with ``opts``."""
-    extra = (TINY if setup.tiny else []) + ['MODEL.PRETRAINED', ''] + list(opts)
+def load_cfg(name, setup):
+    """experiments/cityscapes/``name``.yaml, shrunk on the CPU, without pretrained weights."""
+    extra = (TINY if setup.tiny else []) + ['MODEL.PRETRAINED', '']
     args = argparse.Namespace(cfg=os.path.join(EXPERIMENTS, f'{name}.yaml'),
                               opts=[str(o) for o in extra])
     return update_config(config.clone(), args)
