@@ -9,11 +9,11 @@ folder, printed). At the end a table gives each check's status (passed, failed o
 skipped), main figure and seconds; --json writes them with all figures. The exit status
 is 1 when a check failed.
 
-Correctness (--quick runs these only, about 2 minutes on one GPU):
+Correctness (--quick runs these only; estimated 2 minutes on one GPU, not yet measured):
   reference_adpc, reference_ca  W48 ADP-C / CA at 512x1024, float32 on CUDA in 'dense',
-                    'sparse' and 'auto' (TF32 off) against the same weights run dense in
-                    float64 on the CPU, same input and masks (fixed, and the reference's
-                    own); confidence masks computed on CUDA against the CPU's;
+                    'sparse' and 'auto' (TF32 off) against the same weights run dense on
+                    the CPU with the same input and masks (float64 with fixed masks,
+                    float32 with its own); CUDA's confidence masks against the CPU's;
   autocast_fp16, autocast_bf16  every mode under torch.autocast against float32: finite
                     (else 'overflow', with where), logits within 8 epsilons of the type,
                     top class and masks agreeing on >= 99% of the pixels;
@@ -34,7 +34,8 @@ BatchNorm statistics of synthetic scenes, briefly trained for the autocast check
 
 With --device cpu every correctness check runs on a W48 shrunk to tiny_adpc.yaml's widths
 at 64x128 (in seconds; the test suite runs it), the speed checks are skipped, and the
-reference is float64 dense execution on the CPU. --inject-fault NAME (not listed in
+device side and the references are all the CPU: 'sparse' and 'auto' are still compared
+with dense float64 and float32 runs. --inject-fault NAME (not listed in
 --help) is for the tests only: it injects a fault of tools/gpu_checks/faults.py to show
 that the checks catch it.
 """

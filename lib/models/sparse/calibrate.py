@@ -30,6 +30,7 @@ DENSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # The output-channel limits of ``policy.BREAK_EVEN``'s keys, per kernel size (None: any).
 CHANNEL_LIMITS = {3: (64, 128, 256, None), 1: (256, None)}
 
+
 def break_even(kernel, c_in, c_out, h, w, densities=DENSITIES, repeats=5, device='cpu'):
     """Highest density at which the sparse layer is still faster than the dense one."""
     device = torch.device(device)
