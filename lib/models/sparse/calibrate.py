@@ -33,7 +33,8 @@ from .policy import ExecutionPolicy
 LAYERS = [(3, 48, 48, 128, 256), (3, 96, 96, 64, 128), (3, 192, 192, 32, 64),
           (3, 384, 384, 16, 32), (1, 720, 720, 128, 256), (1, 720, 128, 64, 128)]
 DENSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
+# The output-channel limits of ``policy.BREAK_EVEN``'s keys, per kernel size (None: any).
+CHANNEL_LIMITS = {3: (64, 128, 256, None), 1: (256, None)}
 
 
 def break_even(kernel, c_in, c_out, h, w, densities=DENSITIES, repeats=5, device='cpu'):
@@ -60,6 +61,32 @@ def break_even(kernel, c_in, c_out, h, w, densities=DENSITIES, repeats=5, device
     return best
 
 
+def policy_key(kernel, c_out):
+    """The ``policy.BREAK_EVEN`` key (kernel, channel limit) that a layer falls under."""
+    return next((kernel, limit) for limit in CHANNEL_LIMITS[kernel]
+                if limit is None or c_out <= limit)
+
+
+def policy_entry(measured, step=DENSITIES[1] - DENSITIES[0]):
+    """``policy.BREAK_EVEN``'s entry for a device from measured break-even densities.
+
+    Args:
+        measured (list): ((kernel, c_in, c_out, h, w), highest density at which the
+            sparse layer was faster, 0 for none) per layer.
+        step (float): spacing of the measured densities.
+    Returns:
+        dict: key -> density halfway to the next measured one (the lowest of the layers
+        under one key), ordered so that the first matching key is the narrowest.
+    """
+    entry = {}
+    for (kernel, _, c_out, _, _), best in measured:
+        key = policy_key(kernel, c_out)
+        entry[key] = min(entry.get(key, 1.0), round(best + step / 2, 3))
+    order = {key: i for i, key in enumerate((k, limit) for k, limits in CHANNEL_LIMITS.items()
+                                            for limit in limits)}
+    return dict(sorted(entry.items(), key=lambda item: order[item[0]]))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
@@ -74,9 +101,14 @@ def main(argv=None):
     device = torch.device(args.device)
     print(f'torch {torch.__version__}, {device_name(device)}, {torch.get_num_threads()} '
           f'threads, TF32 {tf32_flags()}')
+    measured = []
     for layer in LAYERS:
+        measured.append((layer, break_even(*layer, device=args.device)))
         print(f'break-even of k{layer[0]} {layer[1]}->{layer[2]} at {layer[3]}x{layer[4]}: '
-              f'{break_even(*layer, device=args.device):.1f}')
+              f'{measured[-1][1]:.1f}')
+    device_type = torch.device(args.device).type
+    print(f'for lib/models/sparse/policy.py: BREAK_EVEN[{device_type!r}] = '
+          f'{policy_entry(measured)}')
 
 
 if __name__ == '__main__':
