@@ -1,7 +1,10 @@
 """Logging of training and evaluation runs: console, a log file and TensorBoard."""
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 
 from tqdm import tqdm
@@ -134,4 +137,31 @@ def tensorboard_writer(log_dir, is_main=True, purge_step=None):
     if not is_main:
         return None
     from tensorboardX import SummaryWriter
-    return SummaryWriter(log_dir, purge_step=purge_step)
+
+    class InterruptSafeWriter(SummaryWriter):
+        """A Ctrl-C that lands inside ``add_scalar`` can leave the writer's queue to its
+        background thread half-fed; the writer's exit handler then waits forever for that
+        thread. Here Ctrl-C waits until the call has handed its event over."""
+
+        def add_scalar(self, *args, **kwargs):
+            with sigint_deferred():
+                return super().add_scalar(*args, **kwargs)
+
+    return InterruptSafeWriter(log_dir, purge_step=purge_step)
+
+
+@contextlib.contextmanager
+def sigint_deferred():
+    """Within the block, SIGINT is recorded instead of raised; KeyboardInterrupt follows
+    at its end. Outside the main thread (where Python cannot set handlers) a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt

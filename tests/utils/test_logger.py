@@ -1,10 +1,14 @@
 """Log files never shared or appended to; the config goes to the file only; progress
 bars only on a terminal."""
 import logging
+import os
 import re
+import signal
 import sys
 
-from utils.logger import log_to_file, progress, setup_logger
+import pytest
+
+from utils.logger import log_to_file, progress, setup_logger, tensorboard_writer
 
 
 def test_each_setup_creates_its_own_log_file(tmp_path):
@@ -42,3 +46,26 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
     monkeypatch.setattr(sys, 'stderr', Terminal())
     assert hasattr(progress([1, 2], 'x'), 'format_dict')
     assert not hasattr(progress([1, 2], 'x', is_main=False), 'format_dict')
+
+
+def test_ctrl_c_inside_a_tensorboard_write_waits_for_its_end(tmp_path):
+    # A SIGINT during add_scalar would leave tensorboardX's queue half-fed and its exit
+    # handler waiting forever: the interrupt is raised once the event is handed over.
+    writer = tensorboard_writer(str(tmp_path))
+    done = []
+    original = type(writer).__mro__[1].add_scalar
+
+    def interrupted_write(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the write
+        original(self, *args, **kwargs)
+        done.append(True)
+
+    type(writer).__mro__[1].add_scalar = interrupted_write
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            writer.add_scalar('train/loss', 1.0, 0)
+    finally:
+        type(writer).__mro__[1].add_scalar = original
+    assert done == [True]  # the write finished before the interrupt was raised
+    writer.close()  # and the writer still closes
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
