@@ -1,10 +1,10 @@
 """Latency profiles: how long each part of an anytime network takes on one machine.
 
 A profile holds, for one model architecture, input shape, device, thread count, TF32
-flags and MASK.EXECUTION, the time of exit 1 (stem, layer1, exit 1), of each later segment as a
-function of its mask density, and of turning exit logits into labels at input
-resolution. :class:`anytime.predictor.AnytimePredictor` reads it to decide, before each
-segment, whether the segment fits in what is left of a time budget.
+flags and MASK.EXECUTION, the time of exit 1 (stem, layer1, exit 1), of each later
+segment as a function of its mask density, and of turning exit logits into labels at
+input resolution. :class:`anytime.predictor.AnytimePredictor` reads it to decide, before
+each segment, whether the segment fits in what is left of a time budget.
 
     profile = measure_profile(model, (1, 3, 512, 1024))     # noise masks of chosen density
     profile.save('profile.json')

@@ -57,7 +57,7 @@ def apply_cudnn(cfg):
     - CUDNN.DETERMINISTIC: deterministic cuDNN kernels, no cuDNN autotuning (it may pick
       other kernels in another process), ``torch.use_deterministic_algorithms(True,
       warn_only=True)`` and, unless set already, ``CUBLAS_WORKSPACE_CONFIG=:4096:8``.
-      Operations without a deterministic CUDA kernel then warn once and stay as they are.
+      Operations without a deterministic CUDA kernel then warn and stay as they are.
     - CUDNN.BENCHMARK: let cuDNN time and pick the fastest kernels (off when
       DETERMINISTIC is on).
     """
