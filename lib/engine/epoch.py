@@ -203,7 +203,8 @@ def train_one_epoch(model, loader, optimizer, *, epoch, base_lr, max_it, first_i
                     for k, v in enumerate(values[1:].tolist(), start=1):
                         writer.add_scalar(f'train/loss_exit{k}', v, step)
     except KeyboardInterrupt:
-        raise EpochInterrupted(count, len(loader)) from None
+        # Every step taken counts, also one skipped under AMP: the schedule moved on.
+        raise EpochInterrupted(global_step - first_global_step, len(loader)) from None
     bar.close()
     steps = global_step - first_global_step
     if precision.enabled and steps and skipped + non_finite == steps:
