@@ -35,8 +35,8 @@ def agreement_reach(run, model):
 def segment_reach(model, x, j, density, smoothness):
     """``agreement_reach`` of segment j as benchmark_segments runs it (its masks, its
     outputs: branches and the logits at computed pixels)."""
-    masks = SmoothNoiseMasks(x.shape[0], logit_size(x), density, smoothness, seed=j)
-    active = masks.at(logit_size(x))
+    masks = SmoothNoiseMasks(x.shape[0], logit_size(x.shape), density, smoothness, seed=j)
+    active = masks.at(logit_size(x.shape))
 
     def run(m):
         branches, out = segment_runner(m, j, _segment_inputs(m, x.double())[j - 1], masks,
@@ -82,7 +82,7 @@ def test_benchmark_reports_every_segment_and_exit(kernel_calls):
     kernel_calls.update(conv_rows=0, rows_matmul=0)
     densities = [0.8, 0.6, 0.35]
     e2e = benchmark_end_to_end(model, x, densities, warmup=0, repeats=1, smoothness=2)
-    masks = [SmoothNoiseMasks(1, logit_size(x), d, 2, seed=j)
+    masks = [SmoothNoiseMasks(1, logit_size(x.shape), d, 2, seed=j)
              for j, d in enumerate(densities, start=1)]
     e2e_reach = agreement_reach(lambda m: _forward(m, x.double(), masks, 'dense')[0], model)
     assert set(e2e['exit_latency_s']) == {'dense', 'sparse', 'auto', 'RH'}

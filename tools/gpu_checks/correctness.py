@@ -43,11 +43,11 @@ import time
 
 import torch
 
-from models.sparse.benchmark import MODES
+from models.sparse.benchmark import MODES, logit_size
 from .faults import overflowing
-from .prepare import PAPER_DENSITIES, ActivationRange, CheckFailed, argmax_agreement, load_cfg, logit_size, \
-    mask_agreement, max_abs, threshold_for_density, moved, noise_masks, on_cpu, \
-    realistic_model, relative_difference, run, scenes, trained_model
+from .prepare import PAPER_DENSITIES, ActivationRange, CheckFailed, argmax_agreement, \
+    load_cfg, mask_agreement, max_abs, moved, noise_masks, on_cpu, realistic_model, \
+    relative_difference, run, scenes, threshold_for_density, trained_model
 
 FLOAT32_EPS = 2.0 ** -23
 REFERENCE_HEADROOM = 32  # tolerance = headroom * yardstick, derived in the module docstring

@@ -22,6 +22,7 @@ from datasets.synthetic import render_scene
 from datasets.transforms import normalize
 from engine.criterion import FullModel, build_criterion
 from models.model_anytime import build_model
+from models.sparse.benchmark import logit_size
 from models.sparse.noise_masks import SmoothNoiseMasks
 from utils.io import atomic_torch_save
 
@@ -201,11 +202,6 @@ def threshold_for_density(model, x, density=0.5):
     near = confidence[int((density - 0.1) * n):int((density + 0.1) * n) + 1]
     i = int((near[1:] - near[:-1]).argmax())
     return ((near[i] + near[i + 1]) / 2).item()
-
-
-def logit_size(shape):
-    """(h, w) of the exits' logits for an input of ``shape``: two stride-2 convolutions."""
-    return tuple(((s + 1) // 2 + 1) // 2 for s in shape)
 
 
 def noise_masks(shape, batch=1, densities=PAPER_DENSITIES):

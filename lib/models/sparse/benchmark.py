@@ -91,9 +91,10 @@ def _segment_modules(model, j):
     return [m for top in model.parts()[j] for m in top.modules()]
 
 
-def logit_size(x):
-    """(h, w) of the exits' logits: two stride-2, padding-1 convolutions."""
-    return tuple(((s + 1) // 2 + 1) // 2 for s in x.shape[-2:])
+def logit_size(shape):
+    """(h, w) of the exits' logits for an input of ``shape`` (its last two entries are
+    h, w): two stride-2, padding-1 convolutions."""
+    return tuple(((s + 1) // 2 + 1) // 2 for s in shape[-2:])
 
 
 def interleaved_medians(fns, warmup, repeats, device):
@@ -137,7 +138,7 @@ def benchmark_segments(model, x, densities, warmup=1, repeats=3, smoothness=16, 
         # engine works channels-last from the input on.
         inputs = {'dense': _segment_inputs(model, x),
                   'sparse': _segment_inputs(model, x.contiguous(memory_format=torch.channels_last))}
-        size = logit_size(x)
+        size = logit_size(x.shape)
         for j in range(1, NUM_EXITS):
             modules = _segment_modules(model, j)
             full = SmoothNoiseMasks(x.shape[0], size, 1.0).to(device)
@@ -188,7 +189,7 @@ def benchmark_end_to_end(model, x, densities, warmup=1, repeats=3, smoothness=16
         dict: per-exit latencies (medians) and total per mode, FLOPs ratio, agreement.
     """
     device = x.device
-    masks = [SmoothNoiseMasks(x.shape[0], logit_size(x), d, smoothness, seed=j).to(device)
+    masks = [SmoothNoiseMasks(x.shape[0], logit_size(x.shape), d, smoothness, seed=j).to(device)
              for j, d in enumerate(densities, start=1)]
     rh = unmasked_copy(model)
     runs = {mode: (model, masks, mode) for mode in MODES}
@@ -235,7 +236,7 @@ def benchmark_evaluation(model, x, densities, warmup=1, repeats=3, smoothness=16
         dict: seconds of ``forward``, ``evaluation`` (medians), ``forward_and_hooks``
         (one round), ``cost_table`` (once), and ``overhead`` (evaluation / forward - 1).
     """
-    masks = [SmoothNoiseMasks(x.shape[0], logit_size(x), d, smoothness, seed=j).to(x.device)
+    masks = [SmoothNoiseMasks(x.shape[0], logit_size(x.shape), d, smoothness, seed=j).to(x.device)
              for j, d in enumerate(densities, start=1)]
     counter = FlopsCounter(model)
     start = time.perf_counter()
