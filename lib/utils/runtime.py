@@ -110,3 +110,33 @@ def autocast(device, enabled):
         enabled (bool): TEST.AMP (or TRAIN.AMP).
     """
     return torch.autocast(device.type, dtype=amp_dtype(device), enabled=enabled)
+
+
+# CPU flags of units that compute bfloat16 natively (Intel AMX, AVX512-BF16 on Intel and
+# AMD). Without them PyTorch emulates bfloat16 through float32: correct, but slower than
+# float32 itself.
+CPU_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')
+
+
+def cpu_bf16_units(cpuinfo='/proc/cpuinfo'):
+    """The CPU's bfloat16 units as /proc/cpuinfo's flags name them (e.g. ``['amx_bf16',
+    'avx512_bf16']``); empty where it has none or the file cannot be read."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith('flags'):
+                    flags = set(line.split(':', 1)[1].split())
+                    return [flag for flag in CPU_BF16_FLAGS if flag in flags]
+    except OSError:
+        pass
+    return []
+
+
+def reduced_precision_units(device):
+    """What computes :func:`amp_dtype` natively on ``device``, in words, or None where it
+    would be emulated (and so slower than float32): the GPU's name on CUDA, the CPU's
+    bfloat16 flags on the CPU."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    units = cpu_bf16_units()
+    return ', '.join(units) if units else None
