@@ -79,6 +79,12 @@ _C.DATASET.NUM_CLASSES = 19  # number of train ids
 _C.DATASET.TRAIN_SET = 'list/cityscapes/train.lst'  # training list, relative to ROOT
 _C.DATASET.EXTRA_TRAIN_SET = ''  # second training list used for EXTRA_EPOCH epochs
 _C.DATASET.TEST_SET = 'list/cityscapes/val.lst'  # evaluation list, relative to ROOT
+# The data set's description (datasets.spec); a named data set fills in what is left empty.
+_C.DATASET.CLASSES = []  # class names in train-id order; NUM_CLASSES must agree
+_C.DATASET.PALETTE = []  # one [r, g, b] per class; empty: the data set's or a fixed default
+_C.DATASET.REDUCE_ZERO_LABEL = False  # raw 0 is ignored and every other value moves down by 1
+_C.DATASET.LABEL_MAP = []  # [[raw value, train id], ...]; empty: raw values are train ids
+_C.DATASET.FLIP_PAIRS = []  # [[a, b], ...]: classes a horizontal flip swaps (left/right)
 
 _C.TRAIN = CN()
 _C.TRAIN.IMAGE_SIZE = [1024, 512]  # crop size [width, height]
