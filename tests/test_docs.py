@@ -11,8 +11,9 @@ command may then omit required options). A code block whose output shows ``error
 example of a refused command and must be refused.
 """
 import argparse
+import functools
 import glob
-import importlib
+import importlib.util
 import os
 import re
 import shlex
@@ -129,8 +130,9 @@ def shell_commands(code):
 
 def tool_invocation(words):
     """``(script, arguments)`` when ``words`` run a tool (a launcher word first: a mention
-    such as ``tools/test_ee.py --submit`` runs nothing), else None. Environment assignments before the command
-    and ``[...]`` around optional parts are dropped; of ``a|b`` the first is kept."""
+    such as ``tools/test_ee.py --submit`` runs nothing), else None. Environment
+    assignments before the command and ``[...]`` around optional parts are dropped; of
+    ``a|b`` the first is kept."""
     while words and re.match(r'[A-Za-z_]\w*=', words[0]):
         words = words[1:]
     scripts = [i for i, w in enumerate(words) if SCRIPT.fullmatch(w)]
@@ -163,10 +165,21 @@ def _capture(parser, *args, **kwargs):
     raise CapturedParser(parser)
 
 
+@functools.lru_cache(maxsize=None)
+def tool_module(script):
+    """``tools/<script>`` as a module, loaded by path: by name, tools/test.py would meet
+    the standard library's test package."""
+    name = os.path.basename(script)[:-3]
+    spec = importlib.util.spec_from_file_location(f'docs_tool_{name}', os.path.join(ROOT, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tool_parser(script):
-    """The argument parser that ``tools/<script>`` builds, taken from its ``main()`` at
-    the moment it would parse (nothing of the tool runs after that)."""
-    module = importlib.import_module(os.path.basename(script)[:-3])
+    """The argument parser that ``tools/<script>`` builds (a new one on every call), taken
+    from its ``main()`` at the moment it would parse: nothing of the tool runs after that."""
+    module = tool_module(script)
     with mock.patch.object(argparse.ArgumentParser, 'parse_known_args', _capture), \
             mock.patch.object(argparse.ArgumentParser, 'parse_known_intermixed_args', _capture), \
             mock.patch.object(sys, 'argv', [script]):
