@@ -1,5 +1,5 @@
-"""The environment each launcher gives a process, for the launches of README.md's section
-on multi-GPU / multi-node training: two nodes of 4 GPUs, the process of global rank 6
+"""The environment each launcher gives a process, for the launches of docs/clusters.md
+(several GPUs and nodes, SLURM, MPI): two nodes of 4 GPUs, the process of global rank 6
 (local rank 2 on the second node)."""
 
 # A SLURM job of two nodes before any srun: sbatch's batch script (or salloc's shell),
@@ -20,22 +20,24 @@ def srun_task(tasks, rank, local_rank, **more):
                 SLURM_PROCID=str(rank), SLURM_LOCALID=str(local_rank), **more)
 
 
-# README: one torchrun per node, started by srun (one task per node); worker 2 of node 2.
+# docs/clusters.md: one torchrun per node, started by srun (one task per node); worker 2
+# of node 2.
 SLURM_TORCHRUN_WORKER = srun_task(2, 1, 0, RANK='6', WORLD_SIZE='8', LOCAL_RANK='2',
                                   LOCAL_WORLD_SIZE='4', **RENDEZVOUS)
-# README: srun --ntasks-per-node 4 --gpus-per-task 1 after exporting the rendezvous; the
-# task sees one GPU, its own.
+# docs/clusters.md: srun --ntasks-per-node 4 --gpus-per-task 1 after exporting the
+# rendezvous; the task sees one GPU, its own.
 SLURM_TASK_PER_GPU = srun_task(8, 6, 2, **RENDEZVOUS)
-# README: mpirun of OpenMPI with -x MASTER_ADDR=node1 -x MASTER_PORT=29500.
+# docs/clusters.md: mpirun of OpenMPI with -x MASTER_ADDR=node1 -x MASTER_PORT=29500.
 OPENMPI_PROCESS = dict(OMPI_COMM_WORLD_RANK='6', OMPI_COMM_WORLD_SIZE='8',
                        OMPI_COMM_WORLD_LOCAL_RANK='2', OMPI_COMM_WORLD_LOCAL_SIZE='4',
                        **RENDEZVOUS)
-# README: mpirun of MPICH or Intel MPI with -genv MASTER_ADDR node1 -genv MASTER_PORT 29500.
+# docs/clusters.md: mpirun of MPICH or Intel MPI with -genv MASTER_ADDR node1
+# -genv MASTER_PORT 29500.
 HYDRA_PROCESS = dict(PMI_RANK='6', PMI_SIZE='8', MPI_LOCALRANKID='2', MPI_LOCALNRANKS='4',
                      **RENDEZVOUS)
 
-# The README's command lines whose environments are the ones above.
-README_LINES = (
+# The command lines of docs/clusters.md whose environments are the ones above.
+DOCUMENTED_LINES = (
     'srun torchrun --nnodes "$SLURM_NNODES" --nproc_per_node 4 --rdzv_backend c10d \\',
     'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1) '
     'MASTER_PORT=29500',

@@ -1,5 +1,6 @@
-"""The layout of lib/ shows the architecture (README, "Layout"): packages in layers, no
-import going up a layer or closing a cycle, no module too long to read.
+"""The layout of lib/ shows the architecture (docs/layout.md): packages in layers, no
+import going up a layer or closing a cycle, no module too long to read; the page's tree
+names every package and tool, and only files that exist.
 
 Layers, from the top: tools -> {anytime, engine} -> evaluation -> {models, datasets} ->
 utils -> config. An import may skip layers downwards; packages of one layer know nothing
@@ -7,10 +8,13 @@ of each other. Imports inside functions count as much as those at the top of a m
 """
 import ast
 import os
+import re
 
 import pytest
 
-LIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib')
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
+LIB = os.path.join(ROOT, 'lib')
+LAYOUT_PAGE = os.path.join(ROOT, 'docs', 'layout.md')
 LAYER = {'config': 0, 'utils': 1, 'models': 2, 'datasets': 2, 'evaluation': 3,
          'engine': 4, 'anytime': 4}
 MAX_LINES = 450
@@ -174,3 +178,50 @@ def test_the_length_check_counts_lines(tmp_path):
     write_tree(tmp_path, {'models/big.py': 'x = 1\n' * (MAX_LINES + 1),
                           'models/ok.py': 'x = 1\n' * MAX_LINES})
     assert long_modules(lib_modules(str(tmp_path))) == {'models.big': MAX_LINES + 1}
+
+
+def layout_entries(page_text):
+    """``{folder: text}`` of the tree in a layout page: each line that starts with a
+    folder (``lib/models/``) begins its entry, indented lines continue it."""
+    tree = page_text.split('```\n')[1]
+    entries, folder = {}, None
+    for line in tree.splitlines():
+        if line and not line[0].isspace():
+            folder, line = line.split(None, 1)
+        entries[folder] = entries.get(folder, '') + ' ' + line
+    return entries
+
+
+def layout_mismatches(page_text, root):
+    """What the tree of a layout page gets wrong about ``root``: files it names that do
+    not exist (a bare name in its entry's folder, a path from ``root``), lib packages and
+    tools it does not name."""
+    entries = layout_entries(page_text)
+    wrong = [path for folder, text in entries.items()
+             for name in re.findall(r'[\w/]+\.py', text)
+             for path in [name if '/' in name else folder + name]
+             if not os.path.exists(os.path.join(root, path))]
+    packages = {f'lib/{p}/' for p in os.listdir(os.path.join(root, 'lib'))
+                if os.path.isfile(os.path.join(root, 'lib', p, '__init__.py'))}
+    wrong += sorted(packages - set(entries))
+    tools = {f for f in os.listdir(os.path.join(root, 'tools'))
+             if f.endswith('.py') and not f.startswith('_')}
+    wrong += [f'tools/{f}' for f in sorted(tools)
+              if not re.search(rf'\b{re.escape(f)}', entries.get('tools/', ''))]
+    return wrong
+
+
+def test_the_layout_page_names_what_is_there():
+    assert layout_mismatches(open(LAYOUT_PAGE).read(), ROOT) == []
+
+
+def test_the_layout_check_catches_a_stale_tree(tmp_path):
+    for path in ('lib/models/__init__.py', 'lib/models/hrnet.py', 'lib/utils/__init__.py',
+                 'tools/train_ee.py', 'tools/_init_paths.py', 'tools/predict.py'):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text('')
+    page = ('# Layout\n\n```\nlib/models/   hrnet.py, exits.py (tools/train_ee.py,\n'
+            '              tools/gone.py), sparse/ (sparse execution)\n'
+            'tools/        train_ee.py\n```\n')
+    assert layout_mismatches(page, str(tmp_path)) == [
+        'lib/models/exits.py', 'tools/gone.py', 'lib/utils/', 'tools/predict.py']

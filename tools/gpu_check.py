@@ -1,4 +1,4 @@
-"""Check on one GPU what the CPU test suite cannot, and measure what the README reports.
+"""Check on one GPU what the CPU test suite cannot, and measure what the docs report.
 
     python tools/gpu_check.py [--out DIR] [--json PATH] [--quick] [--only NAME,...]
     python tools/gpu_check.py --device cpu --json out.json    # the same code, tiny, on the CPU

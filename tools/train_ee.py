@@ -4,7 +4,7 @@
     python -m torch.distributed.launch tools/train_ee.py --cfg experiments/cityscapes/w48.yaml
     python tools/train_ee.py --cfg experiments/synthetic/tiny_adpc.yaml TRAIN.END_EPOCH 2
 
-Outputs go to OUTPUT_DIR/<dataset>/<cfg file stem>/; see README.md.
+Outputs go to OUTPUT_DIR/<dataset>/<cfg file stem>/; see docs/training.md.
 """
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 from engine.train import train

@@ -34,7 +34,7 @@ _C.CUDNN.ALLOW_TF32 = True
 
 _C.MODEL = CN()
 _C.MODEL.NAME = 'model_anytime'  # module in lib/models providing get_seg_model(cfg)
-# HRNet ImageNet weights: a .pth or .safetensors file, or hf-hub:OWNER/REPO (README);
+# HRNet ImageNet weights: a .pth or .safetensors file, or hf-hub:OWNER/REPO (docs/cityscapes.md);
 # '' = random init (std 0.001)
 _C.MODEL.PRETRAINED = ''
 _C.MODEL.LOAD_STAGE = 0  # 0: keys present in both; 1: strip 'model.', skip exits; 2: strip 'model.', take all

@@ -5,7 +5,7 @@ Per epoch: train, validate every TRAIN.EVAL_INTERVAL epochs (keeping ``best.pth`
 mean mIoU of the exits), then write ``checkpoint.pth.tar`` atomically. With AUTO_RESUME
 a run continues from that checkpoint and ends as if it had never stopped: the data
 order, augmentation and learning rate of an epoch depend only on the epoch (the weights
-are bit-identical on the CPU; on CUDA see CUDNN.DETERMINISTIC in README.md). At the end:
+are bit-identical on the CPU; on CUDA see CUDNN.DETERMINISTIC in docs/training.md). At the end:
 ``final_state.pth``, then the evaluation's ``result.txt`` and ``test_stats.json``.
 """
 import logging

@@ -1,7 +1,8 @@
 """The cost of each evaluation mode relative to plain evaluation: wall-clock time and
 GFLOPs of ``evaluation.run.evaluate_model`` on the same images and weights.
 
-Used by ``tools/time_eval_modes.py``; the README's table of evaluation modes comes from it.
+Used by ``tools/time_eval_modes.py``; the table of evaluation modes in docs/evaluation.md
+comes from it.
 """
 import os
 import tempfile

@@ -1,4 +1,4 @@
-"""tools/calibrate.py: the sparse engine's calibration, run as the README writes it."""
+"""tools/calibrate.py: the sparse engine's calibration, run as docs/benchmarks.md writes it."""
 import os
 import subprocess
 import sys

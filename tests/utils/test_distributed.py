@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from utils import distributed
 from utils.distributed import DistContext, init_distributed
-from launch_envs import (BATCH_SCRIPT, HYDRA_PROCESS, OPENMPI_PROCESS, README_LINES,
+from launch_envs import (BATCH_SCRIPT, DOCUMENTED_LINES, HYDRA_PROCESS, OPENMPI_PROCESS,
                          RENDEZVOUS, SLURM_TASK_PER_GPU, SLURM_TORCHRUN_WORKER, srun_task)
 from utils.errors import LaunchError
 from utils.launchers import MPI_VARIABLES
@@ -252,9 +252,9 @@ def test_batch_script_of_several_tasks_runs_one_process(gpus, clean_env, caplog,
     assert 'SLURM job has 8 tasks' in caplog.text and 'srun python' in caplog.text
 
 
-def test_readme_launch_lines_are_the_tested_ones():
-    readme = open(os.path.join(ROOT, 'README.md')).read()
-    assert [line for line in README_LINES if line not in readme] == []
+def test_documented_launch_lines_are_the_tested_ones():
+    page = open(os.path.join(ROOT, 'docs', 'clusters.md')).read()
+    assert [line for line in DOCUMENTED_LINES if line not in page] == []
 
 
 @pytest.mark.parametrize('variable', ['OMPI_COMM_WORLD_LOCAL_RANK', 'SLURM_LOCALID'])

@@ -1,4 +1,4 @@
-"""The figures that the README reports from a GPU, measured with the library's own
+"""The figures that the docs report from a GPU, measured with the library's own
 benchmarks (``models.sparse.benchmark``, ``models.sparse.calibrate``):
 
 - ``forward``: W48 ADP-C at 1024x2048 end to end in 'dense', 'sparse', 'auto' (masks at
