@@ -2,7 +2,7 @@
 
     python tools/make_lists.py --dataset ade20k --root data/
 
-scans DIR in the data set's standard layout (docs/datasets_named.md) and writes
+scans DIR in the data set's standard layout (docs/datasets.md) and writes
 DIR/list/NAME/ with one 'image<TAB>label' line per sample, as the experiments of
 experiments/NAME/ read them. --dataset cityscapes does what tools/make_cityscapes_lists.py
 does.
