@@ -170,7 +170,7 @@ ALLOWED = {
     'MASK.EXECUTION': OneOf('dense', 'sparse', 'auto'),
     'LOSS.OHEMTHRES': FRACTION,
     'LOSS.OHEMKEEP': COUNT,
-    'DATASET.DATASET': OneOf('cityscapes'),
+    'DATASET.DATASET': OneOf('cityscapes', 'ade20k', 'lip', 'pascal_ctx', 'cocostuff', 'custom'),
     'DATASET.NUM_CLASSES': POSITIVE,
     'TRAIN.IMAGE_SIZE': IMAGE_SIZE,
     'TRAIN.BASE_SIZE': POSITIVE,

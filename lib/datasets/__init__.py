@@ -1,4 +1,5 @@
-"""Data: Cityscapes lists, label mapping, sample preparation, a synthetic generator,
+"""Data: lists of image/label pairs read through a data set's description (`spec`:
+Cityscapes, ADE20K, LIP, PASCAL-Context, COCO-Stuff or the user's own), label mapping, sample preparation, a synthetic generator,
 per-process loaders (with padding to the network's stride) and image files.
 
 Layer: beside ``models``, below ``evaluation``. May import utils and config; knows
@@ -10,6 +11,7 @@ nothing of models.
 from . import cityscapes
 from .build import DATASETS, build_dataset
 from .cityscapes import CITYSCAPES_CLASS_WEIGHTS, Cityscapes
+from .list_dataset import ListDataset
 
-__all__ = ['build_dataset', 'DATASETS', 'Cityscapes', 'CITYSCAPES_CLASS_WEIGHTS',
-           'cityscapes']
+__all__ = ['build_dataset', 'DATASETS', 'ListDataset', 'Cityscapes',
+           'CITYSCAPES_CLASS_WEIGHTS', 'cityscapes']

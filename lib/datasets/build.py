@@ -2,9 +2,12 @@
 from utils.errors import DataError
 
 from .cityscapes import Cityscapes
+from .list_dataset import ListDataset
+from .spec import dataset_spec
 
-# DATASET.DATASET → data set class.
-DATASETS = {'cityscapes': Cityscapes}
+# DATASET.DATASET → data set class (config.defaults.ALLOWED lists the same names).
+DATASETS = {'cityscapes': Cityscapes, 'ade20k': ListDataset, 'lip': ListDataset,
+            'pascal_ctx': ListDataset, 'cocostuff': ListDataset, 'custom': ListDataset}
 
 
 def build_dataset(cfg, list_path, train):
@@ -13,7 +16,8 @@ def build_dataset(cfg, list_path, train):
     Training reads TRAIN.{IMAGE_SIZE [w, h], BASE_SIZE, MULTI_SCALE, SCALE_FACTOR, FLIP,
     DOWNSAMPLERATE, NUM_SAMPLES}; evaluation takes whole images and reads
     TEST.{IMAGE_SIZE, BASE_SIZE, NUM_SAMPLES}, with labels at full resolution, as the
-    original release did. Both read DATASET.{ROOT, NUM_CLASSES} and TRAIN.IGNORE_LABEL.
+    original release did. Both read DATASET.ROOT and the data set's description
+    (`datasets.spec.dataset_spec`: DATASET.{NUM_CLASSES, CLASSES, ...}, TRAIN.IGNORE_LABEL).
 
     Args:
         cfg (yacs.config.CfgNode): the merged configuration.
@@ -21,10 +25,11 @@ def build_dataset(cfg, list_path, train):
         train (bool): True for the augmented training set, False for evaluation.
 
     Returns:
-        torch.utils.data.Dataset: e.g. a `Cityscapes` instance.
+        ListDataset: e.g. a `Cityscapes` instance.
 
     Raises:
         ValueError: DATASET.DATASET is not a known data set, or an IMAGE_SIZE is not [w, h].
+        ConfigError: the DATASET keys disagree (see `dataset_spec`).
         DataError: the root, the list or a listed file is missing (the data set's own
             message).
     """
@@ -37,9 +42,8 @@ def build_dataset(cfg, list_path, train):
         raise ValueError(f'{section}.IMAGE_SIZE must be [width, height], '
                          f'got {list(node.IMAGE_SIZE)}.')
     width, height = node.IMAGE_SIZE
-    common = dict(num_classes=cfg.DATASET.NUM_CLASSES,
-                  ignore_label=cfg.TRAIN.IGNORE_LABEL,
-                  crop_size=(height, width),
+    spec = dataset_spec(cfg)
+    common = dict(crop_size=(height, width),
                   base_size=node.BASE_SIZE,
                   num_samples=node.NUM_SAMPLES)
     if train:
@@ -48,6 +52,7 @@ def build_dataset(cfg, list_path, train):
     else:
         options = dict(multi_scale=False, flip=False, downsample_rate=1)
     try:
-        return DATASETS[name](cfg.DATASET.ROOT, list_path, train=train, **options, **common)
+        return DATASETS[name](cfg.DATASET.ROOT, list_path, spec, train=train, **options,
+                              **common)
     except FileNotFoundError as e:  # a missing root, list or listed file: the user's to fix
         raise DataError(str(e)) from e

@@ -147,16 +147,18 @@ def make_cityscapes_lists(root):
     return write_cityscapes_lists(root, find_cityscapes_samples(root))
 
 
-def read_list(root, list_path):
+def read_list(root, list_path, hint=LIST_TOOLS_HINT):
     """Read a list file.
 
     Args:
         root (str): data root.
         list_path (str): list file relative to ``root``, e.g. ``list/cityscapes/val.lst``.
+        hint (str): how to make the lists, appended to the message of a missing file.
 
     Returns:
-        list[tuple[str, str or None]]: ``(image, label)`` per line, paths relative to
-        ``root/cityscapes``; label is None for image-only (test) lists.
+        list[tuple[str, str or None]]: ``(image, label)`` per line, as written (relative
+        to the data set's folder, e.g. ``root/cityscapes``); label is None for image-only
+        (test) lists.
 
     Raises:
         FileNotFoundError: ``root`` or the list file does not exist.
@@ -164,11 +166,10 @@ def read_list(root, list_path):
             and unlabelled lines.
     """
     if not os.path.isdir(root):
-        raise FileNotFoundError(f'Data root {root} (DATASET.ROOT) does not exist. '
-                                + LIST_TOOLS_HINT)
+        raise FileNotFoundError(f'Data root {root} (DATASET.ROOT) does not exist. ' + hint)
     path = os.path.join(root, list_path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'List file {path} does not exist. ' + LIST_TOOLS_HINT)
+        raise FileNotFoundError(f'List file {path} does not exist. ' + hint)
     entries = []
     with open(path) as handle:
         for number, line in enumerate(handle, 1):

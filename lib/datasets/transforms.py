@@ -134,8 +134,16 @@ def downsample_label(label, downsample_rate):
     return _resize_nearest(label, None, fx=1.0 / downsample_rate, fy=1.0 / downsample_rate)
 
 
+def flip_classes(label, permutation):
+    """The classes of a mirrored label: class c becomes ``permutation[c]`` (left and
+    right swapped, e.g. LIP's arms); other values (the ignore label) stay."""
+    known = (label >= 0) & (label < len(permutation))
+    return np.where(known, permutation[np.where(known, label, 0)], label).astype(label.dtype)
+
+
 def train_sample(image, label, *, base_size, crop_size, ignore_label, multi_scale=True,
-                 scale_factor=16, flip=True, downsample_rate=1, rng=random):
+                 scale_factor=16, flip=True, downsample_rate=1, rng=random,
+                 flip_permutation=None):
     """Build one augmented training sample (ADP-C spec, section 4).
 
     Args:
@@ -151,6 +159,8 @@ def train_sample(image, label, *, base_size, crop_size, ignore_label, multi_scal
         flip (bool): mirror image and label left-right with probability 1/2. Default True.
         downsample_rate (float): label downsampling rate. Default 1.
         rng: source of ``randint`` and ``random``; default the ``random`` module.
+        flip_permutation (np.ndarray or None): a flip turns class c into class
+            ``flip_permutation[c]`` (`DatasetSpec.flip_permutation`); None keeps classes.
 
     Returns:
         tuple: (image 3×h×w ``float32`` normalised RGB, label h'×w' of label's dtype).
@@ -163,6 +173,8 @@ def train_sample(image, label, *, base_size, crop_size, ignore_label, multi_scal
     if flip and rng.random() < 0.5:
         image = np.ascontiguousarray(image[:, :, ::-1])
         label = np.ascontiguousarray(label[:, ::-1])
+        if flip_permutation is not None:
+            label = flip_classes(label, flip_permutation)
     return image, downsample_label(label, downsample_rate)
 
 

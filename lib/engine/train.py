@@ -18,8 +18,8 @@ import torch
 import datasets
 import models
 from datasets.checks import check_training_inputs
-from datasets.cityscapes import CITYSCAPES_CLASS_WEIGHTS
 from datasets.loaders import STRIDE, eval_loader, train_loader
+from datasets.spec import dataset_spec
 from utils.checkpoint import check_pretrained_file
 from utils.distributed import barrier, broadcast_buffers, unwrap, wrap_model
 from utils.errors import ConfigError, Interrupted
@@ -282,7 +282,7 @@ def _train_run(cfg, cfg_path, ctx, out_dir, phases, val_loader, progress, purge_
 
     seed_everything(INIT_SEED)
     network = models.get_seg_model(cfg)
-    full_model = FullModel(network, build_criterion(cfg, CITYSCAPES_CLASS_WEIGHTS))
+    full_model = FullModel(network, build_criterion(cfg, dataset_spec(cfg).class_weights))
     trainable = select_trainable(network, cfg.TRAIN.EE_ONLY, cfg.TRAIN.ALLE_ONLY)
 
     checkpoint_path = os.path.join(out_dir, CHECKPOINT)

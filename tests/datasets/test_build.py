@@ -37,8 +37,8 @@ def test_evaluation_set_gives_whole_images(cfg, synthetic_args):
 
 
 def test_unknown_dataset_names_the_key(cfg):
-    cfg.DATASET.DATASET = 'pascal_ctx'
-    with pytest.raises(ValueError, match="DATASET.DATASET is 'pascal_ctx'"):
+    cfg.DATASET.DATASET = 'mapillary'
+    with pytest.raises(ValueError, match="DATASET.DATASET is 'mapillary'"):
         build_dataset(cfg, cfg.DATASET.TRAIN_SET, train=True)
 
 
