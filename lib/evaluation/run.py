@@ -171,8 +171,8 @@ def evaluate_model(model, cfg, out_dir, ctx, submit_dir=None, submit_exit=None,
 
 
 def report_panels(count, images, show_dir, test_set, labelled=True):
-    """Say how many panels ``--show-dir`` wrote, over all processes, and which images
-    got none; none at all is an error.
+    """Say how many panels ``--show-dir`` wrote, over all processes, and how many
+    evaluated images got none; none at all is an error.
 
     Args:
         count (int): panels this process wrote.

@@ -189,3 +189,12 @@ def test_one_forward_of_the_image_as_it_is_needs_no_caption(data):
         'Predictions, confidences and errors: the pass resized to the image; GFLOPs and '
         '% computed: its one forward.',
         'Masks of the unflipped 32x16 (0.5x the image) pass.']
+
+
+def test_no_panel_for_evaluated_images_is_an_error():
+    from evaluation.run import report_panels
+    from utils.errors import UserError
+    with pytest.raises(UserError, match='--show-dir P: no panel was drawn, since none of the '
+                                        '3 evaluated images got one'):
+        report_panels(0, 3, 'P', 'list/cityscapes/val.lst')
+    report_panels(3, 3, 'P', 'list/cityscapes/val.lst')  # all drawn: no error
