@@ -21,12 +21,14 @@ IGNORED_ENTRY = ('ignored', (0, 0, 0))
 
 @dataclass
 class PanelLayout:
-    """Where the tiles and the legend's colour squares of a written figure lie: (title or
-    class name, (x, y, width, height)) in pixels of the PNG, and the PNG's size."""
+    """Where the tiles, the legend's colour squares and the caption's lines of a written
+    figure lie: (title, class name or line, (x, y, width, height)) in pixels of the PNG,
+    and the PNG's size."""
     tiles: list
     width: int
     height: int
     legend: list = field(default_factory=list)
+    caption: list = field(default_factory=list)
 
 
 def legend_entries(train_id_maps, ignored=None):

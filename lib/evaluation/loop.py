@@ -63,7 +63,11 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
         writer (SubmissionWriter or None): also write the full-size predictions of its
             exits.
         on_batch (callable or None): ``on_batch(images, labels, names, outputs)`` after
-            each single-pass batch (e.g. ``evaluation.panels.PanelWriter``).
+            each batch of single-pass evaluation (outputs: the exits' logits), and
+            ``on_batch(image, labels, [name], scores, passes)`` after each image of
+            multi-pass evaluation (scores: each exit's combined scores as scored, on the
+            host; passes: the MultiPassResult); e.g.
+            ``evaluation.panel_writer.PanelWriter``.
 
     Returns:
         list[ConfusionMatrix]: one per exit, reduced over all processes (the meter, if
@@ -104,7 +108,10 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
                 flops_meter.add(result.cost, result.forwards)
             # One exit's full-size scores at a time (all four would need 4x the memory).
             scores = (result.scores(k) for k in range(num_exits))
-            _score_exits(scores, labels, batch[2][i:i + 1], matrices, writer)
+            kept = [] if on_batch is not None else None
+            _score_exits(_keeping(scores, kept), labels, batch[2][i:i + 1], matrices, writer)
+            if on_batch is not None:
+                on_batch(image, labels, batch[2][i:i + 1], kept, result)
     for matrix in matrices:
         matrix.reduce_from_all_processes()
     if flops_meter is not None:
@@ -129,6 +136,15 @@ def _score_exits(outputs, labels, names, matrices, writer, sizes=None):
             if sizes is not None:
                 prediction = prediction[:sizes[i][0], :sizes[i][1]]
             writer.add(k, name, prediction)
+
+
+def _keeping(scores, kept):
+    """Yield ``scores``, appending a host copy of each to ``kept`` (unless None): the
+    scores that were scored, kept without holding every exit's on the device."""
+    for s in scores:
+        if kept is not None:
+            kept.append(s.cpu())
+        yield s
 
 
 def _costed_forward(model, flops_meter):

@@ -11,14 +11,17 @@ A panel holds titled tiles, four per row:
 - with a ground truth, each exit's errors (red) and the pixels it fixed since the previous
   exit (green).
 
-Under the panel's title, a legend lists the classes the ground truth and the predictions
-show, each with its colour (and black for ignored pixels, when there are any).
+Under the panel's title, an optional caption says what the tiles show when that needs
+saying (e.g. of an image evaluated through several passes, see
+``evaluation.panel_writer``), and a legend lists the classes the ground truth and the
+predictions show, each with its colour (and black for ignored pixels, when there are any).
 
 Small images are enlarged (nearest neighbour) and large ones reduced, so that a tile is
 TILE_MIN_WIDTH to TILE_MAX_WIDTH pixels wide and the titles stay readable at 100% zoom.
 """
 import math
 import os
+import textwrap
 from dataclasses import dataclass, field
 
 import cv2
@@ -29,7 +32,7 @@ from datasets.images import cityscapes_label, read_image
 from datasets.labels import colorize
 from datasets.loaders import pad_to_multiple
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
-from models.flops import FlopsCounter, anytime_flops
+from models.flops import anytime_flops
 from models.model_anytime import NUM_EXITS
 from models.resize import upsample_to
 from utils.logger import progress
@@ -39,6 +42,8 @@ from .figure import FONT_PT, LEGEND_ENTRY_PX, MARGIN_PX, PanelLayout, draw_legen
 COLUMNS = 4
 TILE_MIN_WIDTH, TILE_MAX_WIDTH = 384, 768
 TITLE_PX = 40  # height of the title strip above a tile: two lines
+CAPTION_LINE_PX = 20  # a line of the caption under the panel's title
+CHAR_PX = 10  # width of a character at FONT_PT, DPI, at most (for wrapping text)
 
 
 @dataclass
@@ -46,14 +51,21 @@ class ExitViews:
     """What a panel shows of one image, from one forward of the model.
 
     Attributes:
-        logits (list[Tensor]): C x h x w logits of each exit (1/4 resolution).
+        logits (list[Tensor]): C x h x w logits of each exit (1/4 resolution), or the
+            scores an evaluation combined from several passes (any resolution).
         masks (list[Tensor]): h x w mask of each segment (1 = computed), from the
             forward's own confidence masks; empty for an unmasked model.
         gflops (list[float] or None): mask-aware GFLOPs up to each exit.
+        probabilities (bool): ``logits`` are class probabilities (passes combined), so
+            the confidence is their maximum, not that of their softmax.
+        computed (list[float] or None): share of the pixels each segment computed, when
+            more ran than ``masks`` show (several passes); None: each mask's mean.
     """
     logits: list
     masks: list = field(default_factory=list)
     gflops: list = None
+    probabilities: bool = False
+    computed: list = None
 
 
 @torch.no_grad()
@@ -162,11 +174,13 @@ def panel_tiles(rgb, views, label=None, ignore_label=255):
     if label is not None:
         rows[0].append(('ground truth (ignored: black)', colorize(label, ignored)))
 
+    computed = views.computed if views.computed is not None else \
+        [m.float().mean().item() for m in views.masks]
     exits = []
     for k, pred in enumerate(preds, start=1):
         parts = [f'exit {k}']
-        if views.masks and k > 1:
-            parts.append(f'{views.masks[k - 2].float().mean().item() * 100:.1f}% computed')
+        if computed and k > 1:
+            parts.append(f'{computed[k - 2] * 100:.1f}% computed')
         if views.gflops is not None:
             parts.append(f'{views.gflops[k - 1]:.3g} GF')
         if label is not None:
@@ -185,7 +199,8 @@ def panel_tiles(rgb, views, label=None, ignore_label=255):
 
     conf = []
     for k, lg in enumerate(views.logits[:NUM_EXITS - 1], start=1):
-        c = torch.softmax(lg.float().cpu(), dim=0).amax(0).numpy()
+        scores = lg.float().cpu()
+        c = (scores if views.probabilities else torch.softmax(scores, dim=0)).amax(0).numpy()
         title = f'exit {k} confidence · mean {c.mean():.2f} · 0 violet, 1 yellow'
         conf.append((title, _resize(_confidence_rgb(c), (h, w))))
     rows.append(conf)
@@ -209,7 +224,7 @@ def panel_tiles(rgb, views, label=None, ignore_label=255):
     return rows, legend
 
 
-def draw_panel(rows, path, title=None, legend=()):
+def draw_panel(rows, path, title=None, legend=(), caption=()):
     """Write ``rows`` of titled tiles (from :func:`panel_tiles`) as one PNG.
 
     Args:
@@ -217,6 +232,8 @@ def draw_panel(rows, path, title=None, legend=()):
         path (str): the PNG to write (its folder is created).
         title (str or None): a line above the panel (e.g. the image's name).
         legend (list[tuple[str, tuple]]): (name, RGB) entries drawn under the title.
+        caption (sequence of str): sentences under the title, above the legend (e.g. what
+            the tiles show of several passes), each wrapped to the panel's width.
 
     Returns:
         PanelLayout
@@ -228,6 +245,11 @@ def draw_panel(rows, path, title=None, legend=()):
     width = COLUMNS * cell_w + MARGIN_PX
     legend_columns = max(1, (width - MARGIN_PX) // LEGEND_ENTRY_PX)
     head = TITLE_PX + MARGIN_PX if title else 0
+    caption_top = head + (0 if title else MARGIN_PX)
+    lines = [line for text in caption
+             for line in textwrap.wrap(text, (width - 2 * MARGIN_PX) // CHAR_PX)]
+    if lines:
+        head = caption_top + len(lines) * CAPTION_LINE_PX
     legend_top = head + MARGIN_PX
     if legend:
         head += MARGIN_PX + legend_height(legend, legend_columns)
@@ -236,6 +258,12 @@ def draw_panel(rows, path, title=None, legend=()):
     if title:
         fig.text(MARGIN_PX / width, 1 - (MARGIN_PX + TITLE_PX / 2) / height, title,
                  fontsize=FONT_PT + 1, weight='bold', va='center')
+    caption_boxes = []
+    for i, line in enumerate(lines):
+        y = caption_top + i * CAPTION_LINE_PX
+        fig.text(MARGIN_PX / width, 1 - (y + CAPTION_LINE_PX / 2) / height, line,
+                 fontsize=FONT_PT, va='center')
+        caption_boxes.append((line, (MARGIN_PX, y, width - 2 * MARGIN_PX, CAPTION_LINE_PX)))
     boxes = draw_legend(fig, legend, legend_top, legend_columns, (width, height))
     placed = []
     for r, row in enumerate(rows):
@@ -249,13 +277,13 @@ def draw_panel(rows, path, title=None, legend=()):
                      fontsize=FONT_PT, va='center', linespacing=1.1)
             placed.append((name, (x, y, tw, th)))
     save_figure(fig, path)
-    return PanelLayout(placed, width, height, boxes)
+    return PanelLayout(placed, width, height, boxes, caption_boxes)
 
 
 def _wrap(text, width_px):
     """Break a title into at most two lines that stay within their tile (about 10 px per
     character at FONT_PT, DPI), at ' · ' separators where possible."""
-    chars = max(8, int(width_px / 10))
+    chars = max(8, int(width_px / CHAR_PX))
     lines, line = [], ''
     for part in text.split(' · '):
         candidate = f'{line} · {part}' if line else part
@@ -270,7 +298,8 @@ def _wrap(text, width_px):
     return '\n'.join(l if len(l) <= chars else l[:chars - 1] + '…' for l in lines)
 
 
-def write_panel(model, image, path, label=None, ignore_label=255, name=None, views=None):
+def write_panel(model, image, path, label=None, ignore_label=255, name=None, views=None,
+                caption=()):
     """Panel of one image: run the model (unless ``views`` are given) and draw.
 
     Args:
@@ -281,6 +310,7 @@ def write_panel(model, image, path, label=None, ignore_label=255, name=None, vie
         ignore_label (int): TRAIN.IGNORE_LABEL.
         name (str or None): title of the panel.
         views (ExitViews or None): precomputed views (e.g. from an evaluation's outputs).
+        caption (sequence of str): sentences under the title (see :func:`draw_panel`).
 
     Returns:
         PanelLayout
@@ -298,7 +328,7 @@ def write_panel(model, image, path, label=None, ignore_label=255, name=None, vie
     if model.use_masks:
         title.append(f'masks: {model.mask_criterion} {model.mask_threshold:.4g}')
     rows, legend = panel_tiles(denormalize(image), views, label, ignore_label)
-    return draw_panel(rows, path, ' · '.join(title) or None, legend)
+    return draw_panel(rows, path, ' · '.join(title) or None, legend, caption)
 
 
 def panels_of_files(model, paths, out_dir, ignore_label=255, log=print):
@@ -347,28 +377,3 @@ def panels_of_dataset(model, dataset, out_dir, num, ignore_label=255, log=print)
         written.append(out)
     return written
 
-
-class PanelWriter:
-    """Writes the panel of every image an evaluation runs, from its own outputs
-    (``evaluation.loop.evaluate``'s ``on_batch``); the masks are recomputed from the
-    outputs exactly as the forward computed them, the GFLOPs counted per image.
-
-    Args:
-        model (AnytimeHRNet): the evaluated model.
-        out_dir (str): where the panels go, ``<image name>.png``.
-        ignore_label (int): TRAIN.IGNORE_LABEL.
-    """
-
-    def __init__(self, model, out_dir, ignore_label=255):
-        self.model = model
-        self.counter = FlopsCounter(model)
-        self.out_dir = out_dir
-        self.ignore_label = ignore_label
-        self.count = 0
-
-    def __call__(self, images, labels, names, outputs):
-        views = views_from_outputs(self.model, outputs, self.counter, images.shape)
-        for i, name in enumerate(names):
-            write_panel(self.model, images[i], os.path.join(self.out_dir, f'{name}.png'),
-                        labels[i], self.ignore_label, name, views[i])
-            self.count += 1

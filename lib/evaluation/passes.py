@@ -143,14 +143,19 @@ class MultiPassResult:
         self.num_exits = len(passes[0].logits[0])
         self.forwards = sum(len(p.windows) for p in passes)
 
+    @property
+    def probabilities(self):
+        """Whether :meth:`scores` are class probabilities (several forwards were
+        combined) rather than the logits of the one forward."""
+        return self.forwards > 1
+
     def scores(self, k):
         """Exit ``k``'s (0-based) scores at the original size, 1 x C x H x W: the mean of
         the softmax probabilities of every pass (crops averaged where they overlap), or
         the logits themselves when a single forward covered the whole image."""
-        probabilities = self.forwards > 1
         total = None
         for p in self.passes:
-            scores = self._pass_scores(p, k, probabilities)
+            scores = self._pass_scores(p, k, self.probabilities)
             total = scores if total is None else total + scores
         return total if len(self.passes) == 1 else total / len(self.passes)
 

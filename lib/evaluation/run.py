@@ -6,21 +6,23 @@ Used by ``tools/test_ee.py`` (and ``tools/test.py``) and at the end of training.
 import logging
 import os
 
+import torch
+
 import datasets
 import models
 from datasets.checks import check_evaluation_inputs
 from datasets.loaders import eval_loader
 from models.flops import FlopsCounter
 from utils.checkpoint import load_model_weights
-from utils.distributed import barrier
-from utils.errors import ConfigError
+from utils.distributed import all_reduce, barrier
+from utils.errors import ConfigError, UserError
 from utils.io import atomic_write_text, run_directory
 from utils.logger import log_to_file, setup_logger
 from utils.run_dir import EVAL_DIR, FINAL_STATE, RUN_CONFIG, evaluation_directory
 from utils.runtime import apply_cudnn, autocast
 from .loop import evaluate
 from .metrics import FlopsMeter, result_line
-from .panels import PanelWriter
+from .panel_writer import PanelWriter
 from .passes import EvalModes
 from .report import modes_json, stats_json, write_report
 from .submission import DEFAULT_THREADS, SubmissionWriter
@@ -112,8 +114,8 @@ def evaluate_model(model, cfg, out_dir, ctx, submit_dir=None, submit_exit=None,
             (``evaluation.submission``); required for a list without labels.
         submit_exit (int or None): with ``submit_dir``, write exit K only (1-based).
         submit_threads (int): threads that write the PNGs (0: the evaluating thread).
-        show_dir (str or None): also write a panel of every image there
-            (``evaluation.panels``; single-pass evaluations).
+        show_dir (str or None): also write a panel of every image there, in every
+            evaluation mode (``evaluation.panel_writer``).
 
     Returns:
         dict: ``mIoU`` and ``class_IoU`` (per exit, in [0, 1]; absent without labels),
@@ -149,7 +151,7 @@ def evaluate_model(model, cfg, out_dir, ctx, submit_dir=None, submit_exit=None,
         if writer is not None:
             writer.close()
     if panels is not None:
-        logger.info(f'wrote {panels.count} panel(s) to {show_dir}')
+        report_panels(panels.count, meter.count, show_dir, cfg.DATASET.TEST_SET, labelled)
     gflops, params = meter.gflops(), meter.params
     stats = stats_json(gflops, params)
     if modes.scales or modes.flip or meter.forwards != meter.count:
@@ -166,6 +168,32 @@ def evaluate_model(model, cfg, out_dir, ctx, submit_dir=None, submit_exit=None,
             logger.info(f'wrote the predictions of {len(dataset)} images ({exits}) as '
                         f'labelId PNGs to {submit_dir}')
     return results
+
+
+def report_panels(count, images, show_dir, test_set, labelled=True):
+    """Say how many panels ``--show-dir`` wrote, over all processes, and how many
+    evaluated images got none; none at all is an error.
+
+    Args:
+        count (int): panels this process wrote.
+        images (int): images evaluated, over all processes.
+        show_dir (str): the ``--show-dir`` folder.
+        test_set (str): DATASET.TEST_SET.
+        labelled (bool): whether the list has labels (otherwise panels show none).
+
+    Raises:
+        UserError: no panel was written.
+    """
+    count = int(all_reduce(torch.tensor(count)))
+    if not count:
+        why = f'none of the {images} evaluated images got one' if images else \
+            f'no image was evaluated: list images in DATASET.TEST_SET ({test_set})'
+        raise UserError(f'--show-dir {show_dir}: no panel was drawn, since {why}')
+    logger.info(f'wrote {count} panel(s) to {show_dir}'
+                + ('' if labelled else f', without ground truth ({test_set} has no labels)'))
+    if count < images:
+        logger.warning(f'{images - count} of the {images} evaluated images got no panel in '
+                       f'{show_dir}')
 
 
 def _evaluation_config(cfg, model_file):

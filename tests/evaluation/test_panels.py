@@ -152,7 +152,7 @@ def test_evaluation_writes_the_panel_of_every_image_from_its_own_outputs(tmp_pat
     """test_ee.py --show-dir: evaluate's on_batch draws each image's panel; it equals the
     panel tools/visualize.py draws with a forward of its own."""
     from evaluation.loop import evaluate
-    from evaluation.panels import PanelWriter
+    from evaluation.panel_writer import PanelWriter
     from utils.distributed import DistContext
     torch.manual_seed(0)
     images = torch.randn(2, 3, 32, 64)

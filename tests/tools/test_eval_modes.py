@@ -185,3 +185,34 @@ def test_single_scale_one_is_exact_on_sizes_off_the_stride(setup, tmp_path):
     single, _ = evaluate(setup, tmp_path / 'single', *sized, 'TEST.MULTI_SCALE', True,
                          'TEST.SCALE_LIST', [1.0])
     assert single['class_IoU'] == default['class_IoU'] and single['Gflops'] == default['Gflops']
+
+
+def test_show_dir_draws_every_image_in_flip_and_sliding_window_evaluation(setup, tmp_path,
+                                                                          capsys):
+    show = tmp_path / 'show'
+    results, _ = evaluate(setup, tmp_path / 'out', 'TEST.FLIP_TEST', True,
+                          'TEST.IMAGE_SIZE', [HEIGHT, HEIGHT], show_dir=str(show))
+    names = sorted(os.path.basename(p).replace('_gtFine_labelIds.png', '.png')
+                   for p in glob.glob(os.path.join(setup[0], 'cityscapes', 'gtFine', 'val',
+                                                   '*', '*_gtFine_labelIds.png')))
+    assert sorted(os.listdir(show)) == names and len(names) == 3
+    assert f'wrote 3 panel(s) to {show}' in capsys.readouterr().out
+    assert results['forwards_per_image'] == 6  # 3 crops, each also flipped
+
+
+def test_show_dir_with_nothing_to_draw_is_an_error(setup, tmp_path):
+    import subprocess
+    root, checkpoint = setup
+    with open(os.path.join(root, 'list', 'cityscapes', 'empty.lst'), 'w'):
+        pass
+    proc = subprocess.run(
+        [sys.executable, 'tools/test_ee.py', '--cfg', TINY, 'DATASET.ROOT', root,
+         'OUTPUT_DIR', str(tmp_path), 'TEST.MODEL_FILE', checkpoint,
+         'DATASET.TEST_SET', 'list/cityscapes/empty.lst', '--show-dir', str(tmp_path / 'show')],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert errors == [f'error: --show-dir {tmp_path / "show"}: no panel was drawn, since no '
+                      'image was evaluated: list images in DATASET.TEST_SET '
+                      '(list/cityscapes/empty.lst)']
