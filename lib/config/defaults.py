@@ -73,7 +73,7 @@ _C.LOSS.OHEMKEEP = 100000  # OHEM: keep at least this many pixels per batch
 _C.LOSS.CLASS_BALANCE = True  # weight the cross-entropy with the Cityscapes class weights
 
 _C.DATASET = CN()
-_C.DATASET.ROOT = ''  # data root holding cityscapes/ and list/
+_C.DATASET.ROOT = ''  # data root: cityscapes/ and list/, or (custom) what the lists name
 _C.DATASET.DATASET = 'cityscapes'  # dataset name (also names the output sub-directory)
 _C.DATASET.NUM_CLASSES = 19  # number of train ids
 _C.DATASET.TRAIN_SET = 'list/cityscapes/train.lst'  # training list, relative to ROOT
@@ -170,7 +170,7 @@ ALLOWED = {
     'MASK.EXECUTION': OneOf('dense', 'sparse', 'auto'),
     'LOSS.OHEMTHRES': FRACTION,
     'LOSS.OHEMKEEP': COUNT,
-    'DATASET.DATASET': OneOf('cityscapes'),
+    'DATASET.DATASET': OneOf('cityscapes', 'custom'),
     'DATASET.NUM_CLASSES': POSITIVE,
     'TRAIN.IMAGE_SIZE': IMAGE_SIZE,
     'TRAIN.BASE_SIZE': POSITIVE,

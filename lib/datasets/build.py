@@ -1,10 +1,21 @@
 """Turn the configuration into a data set: the one place where data keys are read."""
+import os
+
 from utils.errors import DataError
 
 from .cityscapes import Cityscapes
+from .custom import ListDataset
+from .spec import dataset_spec
 
 # DATASET.DATASET → data set class.
-DATASETS = {'cityscapes': Cityscapes}
+DATASETS = {'cityscapes': Cityscapes, 'custom': ListDataset}
+# DATASET.DATASET → the folder under DATASET.ROOT that its lists' paths are relative to.
+DATA_DIRS = {'cityscapes': 'cityscapes'}
+
+
+def data_dir(cfg):
+    """The folder that the paths of the configuration's list files are relative to."""
+    return os.path.join(cfg.DATASET.ROOT, DATA_DIRS.get(cfg.DATASET.DATASET, ''))
 
 
 def build_dataset(cfg, list_path, train):
@@ -47,6 +58,9 @@ def build_dataset(cfg, list_path, train):
                        flip=cfg.TRAIN.FLIP, downsample_rate=cfg.TRAIN.DOWNSAMPLERATE)
     else:
         options = dict(multi_scale=False, flip=False, downsample_rate=1)
+    if name == 'custom':  # described by the configuration's spec alone
+        del common['num_classes'], common['ignore_label']
+        common['spec'] = dataset_spec(cfg)
     try:
         return DATASETS[name](cfg.DATASET.ROOT, list_path, train=train, **options, **common)
     except FileNotFoundError as e:  # a missing root, list or listed file: the user's to fix

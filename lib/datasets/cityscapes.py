@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.errors import DataError
+
 from .images import read_image_file
 
 from .labels import CITYSCAPES_CLASS_WEIGHTS, CITYSCAPES_CLASSES, label_ids_to_train_ids
@@ -110,7 +112,7 @@ class Cityscapes(Dataset):
         else:
             label_ids = _imread(entry['label'], cv2.IMREAD_GRAYSCALE)
             if label_ids.shape != image.shape[:2]:
-                raise ValueError(f'Label {entry["label"]} is {label_ids.shape[1]}x'
+                raise DataError(f'Label {entry["label"]} is {label_ids.shape[1]}x'
                                  f'{label_ids.shape[0]} but image {entry["image"]} is '
                                  f'{image.shape[1]}x{image.shape[0]}.')
             label = label_ids_to_train_ids(label_ids, self.ignore_label)
@@ -136,5 +138,6 @@ def _imread(path, flags):
     except FileNotFoundError:
         raise FileNotFoundError(f'{path} does not exist. ' + LIST_TOOLS_HINT) from None
     if image is None:
-        raise OSError(f'OpenCV cannot decode {path}; the file may be truncated.')
+        raise DataError(f'OpenCV cannot decode {path}; the file may be truncated: copy it '
+                        'again or remove it from the list.')
     return image
