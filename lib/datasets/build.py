@@ -15,7 +15,8 @@ DATA_DIRS = {'cityscapes': 'cityscapes'}
 
 def data_dir(cfg):
     """The folder that the paths of the configuration's list files are relative to."""
-    return os.path.join(cfg.DATASET.ROOT, DATA_DIRS.get(cfg.DATASET.DATASET, ''))
+    sub = DATA_DIRS.get(cfg.DATASET.DATASET)
+    return os.path.join(cfg.DATASET.ROOT, sub) if sub else cfg.DATASET.ROOT
 
 
 def build_dataset(cfg, list_path, train):
