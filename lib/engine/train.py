@@ -282,7 +282,8 @@ def _train_run(cfg, cfg_path, ctx, out_dir, phases, val_loader, progress, purge_
 
     seed_everything(INIT_SEED)
     network = models.get_seg_model(cfg)
-    full_model = FullModel(network, build_criterion(cfg, CITYSCAPES_CLASS_WEIGHTS))
+    class_weights = CITYSCAPES_CLASS_WEIGHTS if cfg.DATASET.DATASET == 'cityscapes' else None
+    full_model = FullModel(network, build_criterion(cfg, class_weights))
     trainable = select_trainable(network, cfg.TRAIN.EE_ONLY, cfg.TRAIN.ALLE_ONLY)
 
     checkpoint_path = os.path.join(out_dir, CHECKPOINT)
