@@ -96,7 +96,7 @@ def list_problems(root, list_path, num_samples=0, base=None):
         if label is None:
             continue
         label_path = os.path.join(base, label)
-        label_size = png_size(label_path)
+        label_size = image_size(label_path)
         if isinstance(label_size, str):
             problems.append(f'{label_path} {label_size}')
         elif not isinstance(size, str) and label_size != size:
