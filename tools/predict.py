@@ -5,8 +5,8 @@
         --image frankfurt_000000_000294_leftImg8bit.png --budget-ms 1500 \
         --profile w48_profile.json --out pred/
 
-For each image it writes ``<name>_color.png`` (Cityscapes palette) and
-``<name>_labelIds.png`` (Cityscapes labelIds) and prints the exit reached and the time
+For each image it writes ``<name>_color.png`` (the data set's palette, DATASET.PALETTE)
+and ``<name>_labelIds.png`` (its raw label values: Cityscapes labelIds) and prints the exit reached and the time
 taken. ``--budget-ms`` stops before a segment that the latency profile (measured on this
 machine by tools/profile_latency.py, at the input size padded to a multiple of 32) says
 will not fit.
@@ -16,6 +16,7 @@ import argparse
 import _init_paths  # noqa: F401
 import torch
 
+from datasets.spec import dataset_spec
 from utils.launch import parse_command_line, reporting_user_errors
 from anytime.predict import add_model_arguments, model_from_args, predict_files
 
@@ -32,9 +33,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    _, model = model_from_args(args)
+    cfg, model = model_from_args(args)
     predict_files(model, args.image, args.out, torch.device(args.device), args.budget_ms,
-                  args.profile)
+                  args.profile, spec=dataset_spec(cfg))
 
 
 if __name__ == '__main__':

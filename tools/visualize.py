@@ -14,6 +14,7 @@ import argparse
 import _init_paths  # noqa: F401
 
 import datasets
+from datasets.spec import dataset_spec
 from utils.launch import parse_command_line, reporting_user_errors
 from anytime.predict import add_model_arguments, model_from_args
 from evaluation.panels import panels_of_dataset, panels_of_files
@@ -32,11 +33,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg, model = model_from_args(args)
+    spec = dataset_spec(cfg)  # the classes and colours of the pictures
     if args.images:
-        panels_of_files(model, args.images, args.out, cfg.TRAIN.IGNORE_LABEL)
+        panels_of_files(model, args.images, args.out, cfg.TRAIN.IGNORE_LABEL, spec=spec)
     else:
         dataset = datasets.build_dataset(cfg, cfg.DATASET.TEST_SET, train=False)
-        panels_of_dataset(model, dataset, args.out, args.num, cfg.TRAIN.IGNORE_LABEL)
+        panels_of_dataset(model, dataset, args.out, args.num, cfg.TRAIN.IGNORE_LABEL,
+                          spec=spec)
 
 
 if __name__ == '__main__':

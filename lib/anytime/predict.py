@@ -8,13 +8,14 @@ import os
 import time
 
 import cv2
+import numpy as np
 import torch
 
 import models
 from config import config, update_config
 from datasets.images import read_image
-from datasets.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize, \
-    train_ids_to_label_ids
+from datasets.labels import colorize
+from datasets.spec import CITYSCAPES
 from datasets.loaders import pad_to_multiple
 from utils.checkpoint import load_model_weights
 from utils.errors import DataError
@@ -22,6 +23,7 @@ from utils.run_dir import FINAL_STATE, RUN_CONFIG
 from utils.launch import add_overrides_argument
 from utils.runtime import apply_cudnn, sync
 from evaluation.figure import write_legend
+from evaluation.submission import label_id_map
 from .predictor import AnytimePredictor
 from .latency import LatencyProfile, finish
 
@@ -78,18 +80,19 @@ def load_model(cfg, cfg_path, device):
     return model.to(device).eval(), weights
 
 
-def write_prediction(labels, out_dir, name):
-    """Write H x W trainIds as ``<name>_color.png`` (Cityscapes palette) and
-    ``<name>_labelIds.png`` (Cityscapes labelIds). Returns the two paths."""
+def write_prediction(labels, out_dir, name, spec=CITYSCAPES):
+    """Write H x W trainIds as ``<name>_color.png`` (the data set's palette) and
+    ``<name>_labelIds.png`` (its raw label values, e.g. Cityscapes labelIds; see
+    ``evaluation.submission.label_id_map``). Returns the two paths."""
     os.makedirs(out_dir, exist_ok=True)
     color = os.path.join(out_dir, f'{name}_color.png')
     ids = os.path.join(out_dir, f'{name}_labelIds.png')
-    cv2.imwrite(color, colorize(labels)[:, :, ::-1])
-    cv2.imwrite(ids, train_ids_to_label_ids(labels))
+    cv2.imwrite(color, colorize(labels, palette=spec.palette)[:, :, ::-1])
+    cv2.imwrite(ids, label_id_map(labels, spec))
     return color, ids
 
 
-def write_palette_legend(out_dir):
+def write_palette_legend(out_dir, spec=CITYSCAPES):
     """Write ``legend.png`` into ``out_dir``: each class's colour in the ``*_color.png``
     files (with its RGB values) and its value in the ``*_labelIds.png`` files. A file of
     that name already there is left as it is (it is the same legend, or the user's).
@@ -99,13 +102,15 @@ def write_palette_legend(out_dir):
     """
     path = os.path.join(out_dir, LEGEND)
     if not os.path.exists(path):
-        write_legend(path, [(f'{name}: labelId {label_id}, RGB {r},{g},{b}', (r, g, b))
-                            for (name, label_id), (r, g, b)
-                            in zip(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)])
+        values = label_id_map(np.arange(spec.num_classes), spec)
+        write_legend(path, [(f'{name}: labelId {value}, RGB {r},{g},{b}', (r, g, b))
+                            for name, value, (r, g, b)
+                            in zip(spec.classes, values.tolist(), spec.palette)])
     return path
 
 
-def predict_files(model, paths, out_dir, device, budget_ms=None, profile_path=None, log=print):
+def predict_files(model, paths, out_dir, device, budget_ms=None, profile_path=None, log=print,
+                  spec=CITYSCAPES):
     """Predict every image of ``paths`` within ``budget_ms`` and write its PNGs.
 
     Without a profile, every exit runs (a budget needs a profile measured on this machine
@@ -119,6 +124,7 @@ def predict_files(model, paths, out_dir, device, budget_ms=None, profile_path=No
         budget_ms (float or None): time budget per image.
         profile_path (str or None): latency profile for the budget.
         log (callable): prints one line per image.
+        spec (DatasetSpec): the classes, palette and raw label values of the PNGs.
 
     Returns:
         list[dict]: per image: ``image``, ``exit``, ``elapsed_ms``, ``color``, ``labelIds``.
@@ -147,12 +153,12 @@ def predict_files(model, paths, out_dir, device, budget_ms=None, profile_path=No
                 f'{profile.exit_ms()[0]:.0f} ms); nothing written')
             rows.append({'image': path, 'exit': 0, 'elapsed_ms': elapsed})
             continue
-        color, ids = write_prediction(labels[0, :h, :w].cpu().numpy(), out_dir, name)
+        color, ids = write_prediction(labels[0, :h, :w].cpu().numpy(), out_dir, name, spec)
         log(f'{path}: exit {exit_} in {elapsed:.1f} ms'
             + (f' (budget {budget_ms:g} ms)' if budget_ms is not None else '')
             + f' -> {color}, {ids}')
         rows.append({'image': path, 'exit': exit_, 'elapsed_ms': elapsed, 'color': color,
                      'labelIds': ids})
     if any('color' in row for row in rows):
-        log(f'class colours and labelIds: {write_palette_legend(out_dir)}')
+        log(f'class colours and labelIds: {write_palette_legend(out_dir, spec)}')
     return rows

@@ -38,6 +38,10 @@ _C.MODEL.NAME = 'model_anytime'  # module in lib/models providing get_seg_model(
 # '' = random init (std 0.001)
 _C.MODEL.PRETRAINED = ''
 _C.MODEL.LOAD_STAGE = 0  # 0: keys present in both; 1: strip 'model.', skip exits; 2: strip 'model.', take all
+# What MODEL.PRETRAINED gives: 'all' its tensors that the model has (a checkpoint of another
+# number of classes is refused), or 'backbone' only: fine-tuning e.g. a Cityscapes ADP-C
+# on a 2-class data set, whose exit heads (exit1-3, last_layer) start from scratch.
+_C.MODEL.PRETRAINED_KEEP = 'all'
 # BatchNorm running-statistics momentum: HRNet's 0.01 averages over ~100 steps, which
 # suits long runs; a run of a few hundred steps needs a larger one (0.1) or its
 # evaluation uses statistics of much earlier weights.
@@ -73,7 +77,7 @@ _C.LOSS.OHEMKEEP = 100000  # OHEM: keep at least this many pixels per batch
 _C.LOSS.CLASS_BALANCE = True  # weight the cross-entropy with the Cityscapes class weights
 
 _C.DATASET = CN()
-_C.DATASET.ROOT = ''  # data root holding cityscapes/ and list/
+_C.DATASET.ROOT = ''  # data root: cityscapes/ and list/, or (custom) what the lists name
 _C.DATASET.DATASET = 'cityscapes'  # dataset name (also names the output sub-directory)
 _C.DATASET.NUM_CLASSES = 19  # number of train ids
 _C.DATASET.TRAIN_SET = 'list/cityscapes/train.lst'  # training list, relative to ROOT
@@ -158,6 +162,7 @@ ALLOWED = {
     'RANK': COUNT,
     'MODEL.NAME': OneOf('model_anytime'),
     'MODEL.LOAD_STAGE': OneOf(0, 1, 2),
+    'MODEL.PRETRAINED_KEEP': OneOf('all', 'backbone'),
     'MODEL.BN_MOMENTUM': FRACTION,
     'EXIT.TYPE': OneOf('original', 'flex'),
     'EXIT.FINAL_CONV_KERNEL': OneOf(1, 3),

@@ -1,4 +1,6 @@
 """Turn the configuration into a data set: the one place where data keys are read."""
+import os
+
 from utils.errors import DataError
 
 from .cityscapes import Cityscapes
@@ -8,6 +10,16 @@ from .spec import dataset_spec
 # DATASET.DATASET → data set class (config.defaults.ALLOWED lists the same names).
 DATASETS = {'cityscapes': Cityscapes, 'ade20k': ListDataset, 'lip': ListDataset,
             'pascal_ctx': ListDataset, 'cocostuff': ListDataset, 'custom': ListDataset}
+
+
+def data_dir(cfg):
+    """The folder that the paths of the configuration's list files are relative to."""
+    return os.path.join(cfg.DATASET.ROOT, DATASETS[cfg.DATASET.DATASET].folder)
+
+
+def lists_hint(cfg):
+    """How the lists of the configuration's data set are made."""
+    return DATASETS[cfg.DATASET.DATASET].list_hint
 
 
 def build_dataset(cfg, list_path, train):

@@ -103,22 +103,24 @@ CITYSCAPES_PALETTE = (
 )
 
 
-def colorize(train_ids, ignore_mask=None):
-    """RGB picture of a trainId map in the Cityscapes palette.
+def colorize(train_ids, ignore_mask=None, palette=CITYSCAPES_PALETTE):
+    """RGB picture of a trainId map in a data set's palette (Cityscapes' by default).
 
     Args:
-        train_ids (np.ndarray): H×W integer trainIds; values outside 0…18 are black.
+        train_ids (np.ndarray): H×W integer trainIds; values without a colour are black.
         ignore_mask (np.ndarray or None): H×W bool, pixels painted black (e.g. where
             the ground truth is the ignore label).
+        palette (sequence of (r, g, b)): the colour of each trainId
+            (``DatasetSpec.palette``).
 
     Returns:
         np.ndarray: H×W×3 ``uint8`` RGB.
     """
     train_ids = np.asarray(train_ids)
-    lookup = np.zeros((256, 3), dtype=np.uint8)
-    lookup[:len(CITYSCAPES_PALETTE)] = CITYSCAPES_PALETTE
-    inside = (train_ids >= 0) & (train_ids < 256)
-    rgb = lookup[np.where(inside, train_ids, 255).astype(np.int64)]
+    lookup = np.zeros((max(256, len(palette) + 1), 3), dtype=np.uint8)
+    lookup[:len(palette)] = palette
+    inside = (train_ids >= 0) & (train_ids < len(lookup))
+    rgb = lookup[np.where(inside, train_ids, len(lookup) - 1).astype(np.int64)]
     if ignore_mask is not None:
         rgb[ignore_mask] = 0
     return rgb

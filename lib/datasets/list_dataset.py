@@ -9,21 +9,22 @@ the sample prepared by `datasets.transforms`: random scale, crop and flip for tr
 import os
 import random
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .images import read_image_file, read_label_file
+from utils.errors import DataError
+
 from .lists import read_list
+from .samples import read_image, read_train_ids
 from .transforms import eval_sample, train_sample
 
 __all__ = ['ListDataset']
 
 # Appended to "file not found" errors of data sets other than Cityscapes.
 LIST_HINT = ('Write the lists of a named data set from its standard layout with '
-             'tools/make_lists.py --dataset NAME --root DIR (docs/datasets.md); a custom '
-             "list holds one 'image label' pair per line, relative to DATASET.ROOT.")
+             'tools/make_lists.py NAME --root DIR, those of your own images and labels with '
+             'tools/make_lists.py custom --images IMAGES --labels LABELS (docs/datasets.md).')
 
 
 class ListDataset(Dataset):
@@ -53,6 +54,8 @@ class ListDataset(Dataset):
 
     Raises:
         FileNotFoundError: ``root``, the list file or a listed file does not exist.
+        DataError: (reading a sample) a file cannot be decoded, a label value is neither
+            a class nor ignored, or a label is not its image's size.
         ValueError: ``train`` is set for an image-only list.
     """
 
@@ -112,11 +115,12 @@ class ListDataset(Dataset):
         entry = self.files[index]
         if entry['label'] is None:
             return np.full(image_shape[:2], self.ignore_label, dtype=np.int64)
-        raw = self._read(read_label_file, entry['label'])
-        if raw.shape != image_shape[:2]:
-            raise ValueError(f'Label {entry["label"]} is {raw.shape[1]}x{raw.shape[0]} but '
-                             f'image {entry["image"]} is {image_shape[1]}x{image_shape[0]}.')
-        return self.spec.to_train_ids(raw)
+        label = read_train_ids(entry['label'], self.spec)
+        if label.shape != image_shape[:2]:
+            raise DataError(f'label {entry["label"]} is {label.shape[1]}x{label.shape[0]} '
+                            f'but its image {entry["image"]} is {image_shape[1]}x'
+                            f'{image_shape[0]}: a label must have its image\'s size')
+        return label
 
     def __getitem__(self, key):
         """The sample ``key``: an index, or ``(index, seed)`` as the training loader gives
@@ -124,7 +128,7 @@ class ListDataset(Dataset):
         ``random.Random(seed)`` instead of the ``random`` module."""
         index, rng = (key[0], random.Random(key[1])) if isinstance(key, tuple) else (key, random)
         entry = self.files[index]
-        image = self._read(read_image_file, entry['image'], cv2.IMREAD_COLOR)  # H×W×3 BGR
+        image = read_image(entry['image'])  # H×W×3 BGR
         label = self.read_label(index, image.shape)
         if self.train:
             image, label = train_sample(
@@ -136,15 +140,6 @@ class ListDataset(Dataset):
         else:
             image, label = eval_sample(image, label, downsample_rate=self.downsample_rate)
         return torch.from_numpy(image), torch.from_numpy(label), entry['name']
-
-    def _read(self, reader, path, *args):
-        try:
-            image = reader(path, *args)
-        except FileNotFoundError:
-            raise FileNotFoundError(f'{path} does not exist. ' + self.list_hint) from None
-        if image is None:
-            raise OSError(f'OpenCV cannot decode {path}; the file may be truncated.')
-        return image
 
     def __repr__(self):
         mode = 'train' if self.train else 'eval'

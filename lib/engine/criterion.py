@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.resize import upsample_to
+from utils.errors import ConfigError
 
 
 class MultiExitLoss(nn.Module):
@@ -144,8 +145,9 @@ def build_criterion(cfg, class_weights=None):
         MultiExitLoss
     """
     if cfg.LOSS.CLASS_BALANCE and class_weights is None:
-        raise ValueError('LOSS.CLASS_BALANCE is true but the dataset has no class weights: '
-                         'set LOSS.CLASS_BALANCE False')
+        raise ConfigError(f'LOSS.CLASS_BALANCE is true but DATASET.DATASET '
+                          f'{cfg.DATASET.DATASET} has no class weights (Cityscapes alone has): '
+                          'set LOSS.CLASS_BALANCE False')
     return MultiExitLoss(
         exit_weights=cfg.MODEL.EXTRA.get('EE_WEIGHTS', (1, 1, 1, 1)),
         num_classes=cfg.DATASET.NUM_CLASSES,

@@ -1,5 +1,5 @@
 """PNG figures drawn with matplotlib at exact pixel sizes, and the colour legends of
-pictures in the Cityscapes palette: the strip under a panel's title
+pictures in a data set's palette: the strip under a panel's title
 (``evaluation.panels``) and ``legend.png`` beside prediction PNGs
 (``anytime.predict``)."""
 import math
@@ -31,13 +31,16 @@ class PanelLayout:
     caption: list = field(default_factory=list)
 
 
-def legend_entries(train_id_maps, ignored=None):
-    """The legend of pictures of ``train_id_maps`` in the Cityscapes palette: each class
+def legend_entries(train_id_maps, ignored=None, classes=CLASS_NAMES,
+                   palette=CITYSCAPES_PALETTE):
+    """The legend of pictures of ``train_id_maps`` in a data set's palette: each class
     they show, in trainId order, then black for ignored pixels if there are any.
 
     Args:
         train_id_maps (list[np.ndarray]): H x W trainIds (e.g. ground truth, predictions).
         ignored (np.ndarray or None): H x W bool, the pixels painted black.
+        classes (sequence of str): class names (``DatasetSpec.classes``; Cityscapes').
+        palette (sequence of (r, g, b)): their colours (``DatasetSpec.palette``).
 
     Returns:
         list[tuple[str, tuple]]: (class name, RGB) entries.
@@ -45,8 +48,8 @@ def legend_entries(train_id_maps, ignored=None):
     shown = set()
     for ids in train_id_maps:
         shown.update(np.unique(ids if ignored is None else ids[~ignored]).tolist())
-    entries = [(CLASS_NAMES[c], CITYSCAPES_PALETTE[c]) for c in sorted(shown)
-               if 0 <= c < len(CLASS_NAMES)]
+    entries = [(classes[c], tuple(palette[c])) for c in sorted(shown)
+               if 0 <= c < len(classes)]
     if ignored is not None and ignored.any():
         entries.append(IGNORED_ENTRY)
     return entries

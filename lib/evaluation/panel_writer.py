@@ -18,6 +18,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from datasets.spec import CITYSCAPES
 from models.flops import FlopsCounter
 from .panels import ExitViews, views_from_outputs, write_panel
 
@@ -30,16 +31,18 @@ class PanelWriter:
         model (AnytimeHRNet): the evaluated model.
         out_dir (str): where the panels go.
         ignore_label (int): TRAIN.IGNORE_LABEL.
+        spec (DatasetSpec): the class names and palette of the pictures.
 
     Attributes:
         written (list[tuple[str, PanelLayout]]): each PNG written, with its layout.
     """
 
-    def __init__(self, model, out_dir, ignore_label=255):
+    def __init__(self, model, out_dir, ignore_label=255, spec=CITYSCAPES):
         self.model = model
         self.counter = FlopsCounter(model)
         self.out_dir = out_dir
         self.ignore_label = ignore_label
+        self.spec = spec
         self.written = []
 
     @property
@@ -68,7 +71,7 @@ class PanelWriter:
         for i, name in enumerate(names):
             path = os.path.join(self.out_dir, f'{name}.png')
             layout = write_panel(self.model, images[i], path, labels[i], self.ignore_label,
-                                 name, views[i], captions[i])
+                                 name, views[i], captions[i], self.spec)
             self.written.append((path, layout))
 
 

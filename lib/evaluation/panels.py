@@ -31,6 +31,7 @@ import torch
 from datasets.images import cityscapes_label, read_image
 from datasets.labels import colorize
 from datasets.loaders import pad_to_multiple
+from datasets.spec import CITYSCAPES
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from models.flops import anytime_flops
 from models.model_anytime import NUM_EXITS
@@ -153,7 +154,7 @@ def _confidence_rgb(confidence):
     return (colormaps['viridis'](np.clip(confidence, 0, 1))[..., :3] * 255).astype(np.uint8)
 
 
-def panel_tiles(rgb, views, label=None, ignore_label=255):
+def panel_tiles(rgb, views, label=None, ignore_label=255, spec=CITYSCAPES):
     """The titled tiles of one image's panel, in rows, and the legend of their classes.
 
     Args:
@@ -161,6 +162,7 @@ def panel_tiles(rgb, views, label=None, ignore_label=255):
         views (ExitViews): from :func:`exit_views` or :func:`views_from_outputs`.
         label (np.ndarray or None): H x W ground-truth train ids.
         ignore_label (int): TRAIN.IGNORE_LABEL.
+        spec (DatasetSpec): the class names and palette of the pictures.
 
     Returns:
         tuple: rows of (title, H x W x 3 uint8) tiles, and the legend (see
@@ -172,7 +174,8 @@ def panel_tiles(rgb, views, label=None, ignore_label=255):
     preds = [lg.argmax(0).numpy() for lg in full]
     rows = [[(f'input {w}x{h}', rgb)]]
     if label is not None:
-        rows[0].append(('ground truth (ignored: black)', colorize(label, ignored)))
+        rows[0].append(('ground truth (ignored: black)',
+                        colorize(label, ignored, spec.palette)))
 
     computed = views.computed if views.computed is not None else \
         [m.float().mean().item() for m in views.masks]
@@ -187,7 +190,7 @@ def panel_tiles(rgb, views, label=None, ignore_label=255):
             valid = ~ignored
             acc = (pred[valid] == label[valid]).mean() * 100 if valid.any() else float('nan')
             parts.append(f'acc {acc:.1f}%')
-        exits.append((' · '.join(parts), colorize(pred, ignored)))
+        exits.append((' · '.join(parts), colorize(pred, ignored, spec.palette)))
     rows.append(exits)
 
     if views.masks:
@@ -220,7 +223,8 @@ def panel_tiles(rgb, views, label=None, ignore_label=255):
             errors.append((title, tile))
             previous_wrong = wrong
         rows.append(errors)
-    legend = legend_entries(preds + ([] if label is None else [label]), ignored)
+    legend = legend_entries(preds + ([] if label is None else [label]), ignored,
+                            spec.classes, spec.palette)
     return rows, legend
 
 
@@ -299,7 +303,7 @@ def _wrap(text, width_px):
 
 
 def write_panel(model, image, path, label=None, ignore_label=255, name=None, views=None,
-                caption=()):
+                caption=(), spec=CITYSCAPES):
     """Panel of one image: run the model (unless ``views`` are given) and draw.
 
     Args:
@@ -311,6 +315,7 @@ def write_panel(model, image, path, label=None, ignore_label=255, name=None, vie
         name (str or None): title of the panel.
         views (ExitViews or None): precomputed views (e.g. from an evaluation's outputs).
         caption (sequence of str): sentences under the title (see :func:`draw_panel`).
+        spec (DatasetSpec): the class names and palette of the pictures.
 
     Returns:
         PanelLayout
@@ -327,13 +332,13 @@ def write_panel(model, image, path, label=None, ignore_label=255, name=None, vie
     title = [name] if name else []
     if model.use_masks:
         title.append(f'masks: {model.mask_criterion} {model.mask_threshold:.4g}')
-    rows, legend = panel_tiles(denormalize(image), views, label, ignore_label)
+    rows, legend = panel_tiles(denormalize(image), views, label, ignore_label, spec)
     return draw_panel(rows, path, ' · '.join(title) or None, legend, caption)
 
 
-def panels_of_files(model, paths, out_dir, ignore_label=255, log=print):
+def panels_of_files(model, paths, out_dir, ignore_label=255, log=print, spec=CITYSCAPES):
     """Panels of image files (with their Cityscapes ground truth when it lies next to
-    them in the usual layout), as ``<out_dir>/<image stem>.png``.
+    them in the usual layout), as ``<out_dir>/<image stem>.png``, in ``spec``'s colours.
 
     Returns:
         list[str]: the PNGs written.
@@ -343,8 +348,8 @@ def panels_of_files(model, paths, out_dir, ignore_label=255, log=print):
         image, _ = read_image(path)
         name = os.path.splitext(os.path.basename(path))[0]
         out = os.path.join(out_dir, f'{name}.png')
-        write_panel(model, image, out, cityscapes_label(path, ignore_label), ignore_label,
-                    name)
+        label = cityscapes_label(path, ignore_label) if spec.name == 'cityscapes' else None
+        write_panel(model, image, out, label, ignore_label, name, spec=spec)
         log(out)
         written.append(out)
     return written
@@ -362,8 +367,10 @@ def crop_views(views, h, w, padded_hw):
                      [m[:ch, :cw] for m in views.masks], views.gflops)
 
 
-def panels_of_dataset(model, dataset, out_dir, num, ignore_label=255, log=print):
-    """Panels of the first ``num`` images of an evaluation ``dataset``, named after them.
+def panels_of_dataset(model, dataset, out_dir, num, ignore_label=255, log=print,
+                      spec=CITYSCAPES):
+    """Panels of the first ``num`` images of an evaluation ``dataset``, named after them,
+    in ``spec``'s colours.
 
     Returns:
         list[str]: the PNGs written.
@@ -372,8 +379,7 @@ def panels_of_dataset(model, dataset, out_dir, num, ignore_label=255, log=print)
     for i in progress(range(min(num, len(dataset))), 'panels'):
         image, label, name = dataset[i]
         out = os.path.join(out_dir, f'{name}.png')
-        write_panel(model, image, out, label, ignore_label, name)
+        write_panel(model, image, out, label, ignore_label, name, spec=spec)
         log(out)
         written.append(out)
     return written
-

@@ -50,12 +50,17 @@ class EvalModes:
         pad_multiple (int): every forward's input is zero-padded at the bottom and right
             to a multiple of this. Default: the network's total stride, since copy
             aggregation needs exits of equal size.
+        flip_permutation (tuple[int]): classes a mirror swaps, as
+            ``DatasetSpec.flip_permutation()``: in a flipped pass, class c of the image
+            is class p[c] of the mirrored input (LIP's left and right arm); empty: no
+            class changes. Default ().
     """
     scales: tuple = ()
     base_size: int = 0
     flip: bool = False
     crop_size: tuple = None
     pad_multiple: int = STRIDE
+    flip_permutation: tuple = ()
 
     def __post_init__(self):
         if self.scales and (self.base_size <= 0 or min(self.scales) <= 0):
@@ -134,10 +139,12 @@ class MultiPassResult:
         passes (list[Pass]): the passes that ran.
         size (tuple[int, int]): (H, W) of the original image.
         cost (list[float] or None): per-exit cost summed over every forward.
+        flip_permutation (tuple[int]): see `EvalModes`.
     """
 
-    def __init__(self, passes, size, cost=None):
+    def __init__(self, passes, size, cost=None, flip_permutation=()):
         self.passes = passes
+        self.flip_permutation = list(flip_permutation)
         self.size = tuple(size)
         self.cost = cost
         self.num_exits = len(passes[0].logits[0])
@@ -168,6 +175,8 @@ class MultiPassResult:
             scores = upsample_to(logits[k], padded)[:, :, :h, :w]
             if p.flipped:
                 scores = scores.flip(-1)
+                if self.flip_permutation:  # the mirrored input's left is the image's right
+                    scores = scores[:, self.flip_permutation]
             if probabilities:
                 scores = scores.softmax(dim=1)
             total[:, :, top:top + h, left:left + w] += scores
@@ -213,4 +222,4 @@ def multi_pass_inference(forward, image, modes):
                     cost = list(crop_cost) if cost is None else \
                         [a + b for a, b in zip(cost, crop_cost)]
             passes.append(Pass(scaled, flipped, windows, padded, logits))
-    return MultiPassResult(passes, size, cost)
+    return MultiPassResult(passes, size, cost, modes.flip_permutation)

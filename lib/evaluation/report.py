@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from datasets.labels import CLASS_NAMES
+from datasets.spec import dataset_spec
 from models.flops import GIGA
 from utils.io import atomic_write_text, save_json
 
@@ -64,8 +64,7 @@ def write_report(cfg, out_dir, matrices, meter, stats, results):
     if 'scales' in stats:
         counted += f', summed over {stats["forwards_per_image"]:g} forwards per image'
     if matrices is not None:  # one table holds every figure, printed once
-        names = CLASS_NAMES if cfg.DATASET.NUM_CLASSES == len(CLASS_NAMES) else \
-            [f'class {c}' for c in range(cfg.DATASET.NUM_CLASSES)]
+        names = dataset_spec(cfg).classes
         logger.info(f'results (GFLOPs per exit {counted}):\n'
                     + format_report(matrices, gflops, stats['params'], names))
         atomic_write_text(os.path.join(out_dir, 'result.txt'), results['result'])

@@ -12,6 +12,7 @@ import datasets
 import models
 from datasets.checks import check_evaluation_inputs
 from datasets.loaders import eval_loader
+from datasets.spec import dataset_spec
 from models.flops import FlopsCounter
 from utils.checkpoint import load_model_weights
 from utils.distributed import all_reduce, barrier
@@ -64,7 +65,8 @@ def resolve_test_paths(cfg, cfg_path):
 def build_eval_modes(cfg):
     """The passes of evaluation from TEST.{MULTI_SCALE, SCALE_LIST, BASE_SIZE, FLIP_TEST,
     IMAGE_SIZE}: scales only with MULTI_SCALE (otherwise the image keeps its size), and
-    sliding windows of TEST.IMAGE_SIZE [w, h] where a pass is larger.
+    sliding windows of TEST.IMAGE_SIZE [w, h] where a pass is larger; a flipped pass
+    swaps the classes of DATASET.FLIP_PAIRS.
 
     Args:
         cfg (CfgNode): the merged config.
@@ -81,8 +83,11 @@ def build_eval_modes(cfg):
     if len(test.IMAGE_SIZE) != 2 or min(test.IMAGE_SIZE) <= 0:
         raise ConfigError(f'TEST.IMAGE_SIZE must be [width, height], got {list(test.IMAGE_SIZE)}')
     width, height = test.IMAGE_SIZE
+    spec = dataset_spec(cfg)
     return EvalModes(scales=scales, base_size=test.BASE_SIZE, flip=bool(test.FLIP_TEST),
-                     crop_size=(height, width))
+                     crop_size=(height, width),
+                     flip_permutation=tuple(spec.flip_permutation().tolist())
+                     if spec.flip_pairs else ())
 
 
 def submission_exits(submit_exit, num_exits=4):
@@ -130,7 +135,8 @@ def evaluate_model(model, cfg, out_dir, ctx, submit_dir=None, submit_exit=None,
     modes = build_eval_modes(cfg)
     writer = None
     if submit_dir is not None:
-        writer = SubmissionWriter(submit_dir, submission_exits(submit_exit), submit_threads)
+        writer = SubmissionWriter(submit_dir, submission_exits(submit_exit), submit_threads,
+                                  dataset_spec(cfg))
         barrier()  # every process checked the folders before any writes into them
     loader = eval_loader(dataset, cfg.TEST.BATCH_SIZE_PER_GPU, ctx, cfg.WORKERS, cfg.PIN_MEMORY,
                          cfg.TRAIN.IGNORE_LABEL)
@@ -141,7 +147,7 @@ def evaluate_model(model, cfg, out_dir, ctx, submit_dir=None, submit_exit=None,
     meter = FlopsMeter(FlopsCounter(model))
     panels = None
     if show_dir:
-        panels = PanelWriter(model, show_dir, cfg.TRAIN.IGNORE_LABEL)
+        panels = PanelWriter(model, show_dir, cfg.TRAIN.IGNORE_LABEL, dataset_spec(cfg))
     try:
         with autocast(ctx.device, cfg.TEST.AMP):
             matrices = evaluate(model, loader, cfg.DATASET.NUM_CLASSES,

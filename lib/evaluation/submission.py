@@ -1,12 +1,17 @@
-"""Predictions in the format of the Cityscapes benchmark server: one labelId PNG per image.
+"""Predictions in the format of a benchmark server: one label PNG per image.
 
     DIR/exit4/berlin_000000_000019_leftImg8bit.png    (one folder per exit written)
 
-Each PNG is the full-size prediction of one exit, an 8-bit single-channel image of
-Cityscapes labelIds (trainIds mapped back, so it is never the ignore label), named after
-its image as the server's instructions ask (``<city>_<seq>_<frame>*.png``). The same
-folder is what ``cityscapesscripts``' ``evalPixelLevelSemanticLabeling`` reads.
+Each PNG is the full-size prediction of one exit, a single-channel image of the data
+set's raw label values (trainIds mapped back through ``DatasetSpec.to_raw``, so it is
+never the ignore label): for Cityscapes its labelIds, named after its image as the
+server's instructions ask (``<city>_<seq>_<frame>*.png``), the folder that
+``cityscapesscripts``' ``evalPixelLevelSemanticLabeling`` reads; for other data sets
+``<image stem>.png``. Where the data set's label map has no inverse (two raw values
+share a class) the PNGs hold trainIds, which the log says once.
 """
+import logging
+
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from datasets.labels import CITYSCAPES_CLASSES, train_ids_to_label_ids
 from datasets.lists import IMAGE_SUFFIX
+from datasets.spec import CITYSCAPES
 from utils.errors import RunDirectoryError
+
+logger = logging.getLogger(__name__)
 
 # PNG encoding of a 1024 x 2048 map takes tens of milliseconds; OpenCV releases the GIL
 # while encoding, so a few threads keep the accelerator from waiting for it.
@@ -28,24 +35,29 @@ def exit_folder(root, k):
     return os.path.join(root, f'exit{k}')
 
 
-def prediction_file(root, k, name):
+def prediction_file(root, k, name, spec=CITYSCAPES):
     """Path of exit ``k``'s prediction for the sample ``name`` (e.g.
-    ``frankfurt_000000_000294``): ``root/exit<k>/<name>_leftImg8bit.png``."""
-    return os.path.join(exit_folder(root, k), name + IMAGE_SUFFIX)
+    ``frankfurt_000000_000294``): ``root/exit<k>/<name>_leftImg8bit.png`` for
+    Cityscapes, ``root/exit<k>/<name>.png`` for other data sets."""
+    suffix = IMAGE_SUFFIX if spec.name == 'cityscapes' else '.png'
+    return os.path.join(exit_folder(root, k), name + suffix)
 
 
-def label_id_map(train_ids):
-    """The uint8 labelId image of an H x W map of predicted trainIds.
+def label_id_map(train_ids, spec=CITYSCAPES):
+    """The raw label image (uint8, or uint16 for values above 255) of an H x W map of
+    predicted trainIds: ``spec.to_raw``, or the trainIds where it has no inverse.
 
     Raises:
-        ValueError: a value is not a trainId 0..18 (a prediction never holds the ignore
+        ValueError: a value is not a trainId (a prediction never holds the ignore
             label; this would be a bug).
     """
     train_ids = np.asarray(train_ids)
-    if train_ids.size and (train_ids.min() < 0 or train_ids.max() >= len(CITYSCAPES_CLASSES)):
-        raise ValueError(f'predictions must be trainIds 0..{len(CITYSCAPES_CLASSES) - 1}, '
+    if train_ids.size and (train_ids.min() < 0 or train_ids.max() >= spec.num_classes):
+        raise ValueError(f'predictions must be trainIds 0..{spec.num_classes - 1}, '
                          f'found values {sorted(np.unique(train_ids).tolist())[:5]}...')
-    return train_ids_to_label_ids(train_ids)
+    raw = spec.to_raw(train_ids)
+    raw = train_ids if raw is None else raw
+    return raw.astype(np.uint8 if raw.size == 0 or raw.max() < 256 else np.uint16)
 
 
 def write_png(path, image):
@@ -65,12 +77,13 @@ class SubmissionWriter:
         root (str): the ``--submit`` folder.
         exits (list[int]): 1-based exits to write, one folder each.
         threads (int): writer threads; 0 writes in the calling thread. Default 4.
+        spec (DatasetSpec): the data set, whose raw label values the PNGs hold.
 
     Raises:
         RunDirectoryError: an exit folder already holds PNGs (nothing is overwritten).
     """
 
-    def __init__(self, root, exits, threads=DEFAULT_THREADS):
+    def __init__(self, root, exits, threads=DEFAULT_THREADS, spec=CITYSCAPES):
         for k in exits:
             folder = exit_folder(root, k)
             if os.path.isdir(folder) and any(f.endswith('.png') for f in os.listdir(folder)):
@@ -80,6 +93,10 @@ class SubmissionWriter:
         for k in exits:
             os.makedirs(exit_folder(root, k), exist_ok=True)
         self.root = root
+        self.spec = spec
+        if spec.to_raw(np.zeros(1, np.int64)) is None:
+            logger.info(f'{spec.name}: DATASET.LABEL_MAP has no inverse (raw values share a '
+                        'class), so the prediction PNGs hold trainIds')
         self.exits = list(exits)
         self._pool = ThreadPoolExecutor(threads, 'png') if threads else None
         self._pending = deque()
@@ -87,7 +104,7 @@ class SubmissionWriter:
 
     def add(self, k, name, train_ids):
         """Queue exit ``k``'s prediction (H x W trainIds, numpy) of sample ``name``."""
-        path = prediction_file(self.root, k, name)
+        path = prediction_file(self.root, k, name, self.spec)
         if self._pool is None:
             self._write(path, train_ids)
             return
@@ -96,7 +113,7 @@ class SubmissionWriter:
         self._pending.append(self._pool.submit(self._write, path, train_ids))
 
     def _write(self, path, train_ids):
-        write_png(path, label_id_map(train_ids))
+        write_png(path, label_id_map(train_ids, self.spec))
 
     def close(self):
         """Wait until every queued file is written; raise the first error."""

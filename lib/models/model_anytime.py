@@ -347,7 +347,8 @@ def get_seg_model(cfg, pretrained=True):
     if not pretrained:
         return model
     if cfg.MODEL.PRETRAINED:
-        load_pretrained(model, cfg.MODEL.PRETRAINED, cfg.MODEL.LOAD_STAGE)
+        load_pretrained(model, cfg.MODEL.PRETRAINED, cfg.MODEL.LOAD_STAGE,
+                        cfg.MODEL.PRETRAINED_KEEP)
     else:
         logger.info('MODEL.PRETRAINED is empty: random initialisation')
     return model

@@ -37,6 +37,11 @@ PICKLE_MAGIC = b'\x80'  # a pickle (protocol 2 or later): torch.save's legacy fo
 IMAGENET_WEIGHTS = {48: 'hf-hub:timm/hrnet_w48.ms_in1k',
                     18: 'hf-hub:timm/hrnet_w18_small_v2.ms_in1k'}
 SAFETENSORS_HEADER = 8  # bytes of the header length; the JSON header follows: '{'
+# The modules that predict classes: exits 1-3 and exit 4's segmentation head. Everything
+# else is the backbone, which MODEL.PRETRAINED_KEEP 'backbone' takes from a checkpoint
+# trained on other classes.
+HEAD_PREFIXES = ('exit', 'last_layer')
+PRETRAINED_KEEP = ('all', 'backbone')
 
 
 class UnsafeCheckpointError(CheckpointError):
@@ -320,18 +325,47 @@ def check_pretrained_file(path, width):
                               f'({_imagenet_advice_for_width(width)})')
 
 
-def load_pretrained(model, path, load_stage=0):
-    """Initialise ``model`` from HRNet weights (MODEL.PRETRAINED, MODEL.LOAD_STAGE).
+def _keep_backbone(state, name):
+    """The backbone tensors of ``state`` (any checkpoint layout), for
+    MODEL.PRETRAINED_KEEP 'backbone', with the log line saying what starts from scratch."""
+    state = model_state(state)
+    heads = sorted({k.split('.')[0] for k in state if k.startswith(HEAD_PREFIXES)})
+    kept = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
+    logger.info('%s (MODEL.PRETRAINED_KEEP backbone): keeping its %d backbone tensors; '
+                'the exit heads (exit1, exit2, exit3, last_layer) start from scratch%s',
+                name, len(kept), f' (its own {", ".join(heads)} are left out)' if heads else '')
+    return kept
+
+
+def _classes_hint(state, own):
+    """The advice for weights that differ from the model only in the number of classes."""
+    found, built = describe_variant(state)['num_classes'], describe_variant(own)['num_classes']
+    if found is None or found == built:
+        return ''
+    return (f'; it was trained with {found} classes and the config has {built} '
+            '(DATASET.NUM_CLASSES): to start from its backbone and train the exits from '
+            'scratch, add MODEL.PRETRAINED_KEEP backbone')
+
+
+def load_pretrained(model, path, load_stage=0, keep='all'):
+    """Initialise ``model`` from HRNet weights (MODEL.PRETRAINED, MODEL.LOAD_STAGE,
+    MODEL.PRETRAINED_KEEP).
 
     ``path`` is a ``.pth`` file (read weights-only), a ``.safetensors`` file, or
     ``hf-hub:OWNER/REPO``: that repository's ``model.safetensors``, downloaded once (see
     :mod:`utils.hub`). LOAD_STAGE 0 takes every tensor whose key the model has; 1 strips
     a ``model.`` prefix and skips the exit heads; 2 strips the prefix and takes
     everything that matches. Keys the model lacks (e.g. the ImageNet classifier) are
-    skipped and counted; a file of which the model takes nothing is refused.
+    skipped and counted; a file of which the model takes nothing is refused. ``keep``
+    'backbone' takes only the backbone of a checkpoint (e.g. a Cityscapes ADP-C for a
+    2-class model): the exit heads start from scratch, whatever their shapes; the log
+    says so.
     """
     if load_stage not in (0, 1, 2):
         raise ConfigError(f'MODEL.LOAD_STAGE must be 0, 1 or 2, got {load_stage}')
+    if keep not in PRETRAINED_KEEP:
+        raise ConfigError(f'MODEL.PRETRAINED_KEEP must be one of {", ".join(PRETRAINED_KEEP)}, '
+                          f'got {keep!r}')
     own = model.state_dict()
     key, file = 'MODEL.PRETRAINED', path
     if is_hub_name(path):
@@ -346,7 +380,9 @@ def load_pretrained(model, path, load_stage=0):
         if isinstance(checkpoint, dict):
             checkpoint = checkpoint.get('state_dict', checkpoint)
         state = _tensors(checkpoint, name)
-    if load_stage > 0:
+    if keep == 'backbone':
+        state = _keep_backbone(state, name)
+    elif load_stage > 0:
         state = {k[len('model.'):] if k.startswith('model.') else k: v for k, v in state.items()}
     taken = {k: v for k, v in state.items() if k in own}
     if load_stage == 1:
@@ -358,9 +394,10 @@ def load_pretrained(model, path, load_stage=0):
     if wrong:
         found, built = describe_variant(state)['width'], describe_variant(own)['width']
         what = f'holds HRNet-W{found} weights' if found and found != built else 'does not fit'
+        hint = _classes_hint(state, own) if found == built else ''
         raise CheckpointMismatchError(
             f'{name} {what}; the config builds a W{built} model ({", ".join(wrong[:3])}'
-            f'{", ..." if len(wrong) > 3 else ""}): {_imagenet_advice(own)}')
+            f'{", ..." if len(wrong) > 3 else ""}){hint or ": " + _imagenet_advice(own)}')
     model.load_state_dict(taken, strict=False)
     logger.info('%s (LOAD_STAGE %d): took %d tensors, skipped %d of the file, '
                 '%d of the model keep their random init', name, load_stage, len(taken),

@@ -7,6 +7,8 @@ other exception is a bug and keeps its traceback.
 ``UserError`` and ``ConfigError`` live in ``config.errors`` (the config package imports
 nothing above it) and are the same classes here.
 """
+import re
+
 from config.errors import ConfigError, UserError
 
 __all__ = ['UserError', 'ConfigError', 'DataError', 'CheckpointError', 'LaunchError',
@@ -14,7 +16,34 @@ __all__ = ['UserError', 'ConfigError', 'DataError', 'CheckpointError', 'LaunchEr
 
 
 class DataError(UserError):
-    """A list file, image or label is missing, unreadable or of the wrong size."""
+    """A list file, image or label is missing, unreadable or of the wrong size.
+
+    Raised in a DataLoader worker, it reaches the training process re-made by PyTorch
+    with the worker's whole traceback as its message; the message is cut back to the
+    worker's own, so that a broken sample is one ``error:`` line there too (the
+    traceback stays in the log file).
+    """
+
+    def __init__(self, message):
+        super().__init__(worker_message(str(message)))
+
+
+# How torch.utils.data re-raises a worker's exception: "Caught <name> in DataLoader worker
+# process N.\nOriginal Traceback (most recent call last): ..." ending with the
+# "<module>.<name>: <message>" line(s) of traceback.format_exception.
+WORKER_TRACEBACK = re.compile(r'Caught (\w+) in DataLoader worker process \d+\.\n'
+                              r'Original Traceback \(most recent call last\):\n')
+
+
+def worker_message(message):
+    """The original message of an exception re-raised from a DataLoader worker (as is,
+    for any other message)."""
+    found = WORKER_TRACEBACK.match(message)
+    if not found:
+        return message
+    # The last "...<name>: " at the start of a line opens the worker's message.
+    starts = list(re.finditer(rf'^[\w.]*\b{found.group(1)}: ', message, re.MULTILINE))
+    return message[starts[-1].end():].rstrip('\n') if starts else message
 
 
 class CheckpointError(UserError):

@@ -10,6 +10,7 @@ import torch
 from datasets.cityscapes import CITYSCAPES_CLASS_WEIGHTS, Cityscapes
 from datasets.labels import label_ids_to_train_ids
 from datasets.transforms import normalize
+from utils.errors import DataError
 
 TRAIN, VAL, TEST = ('list/cityscapes/%s.lst' % split for split in ('train', 'val', 'test'))
 LIST_TOOLS = ('tools/make_cityscapes_lists.py', 'tools/make_synthetic_cityscapes.py')
@@ -173,5 +174,5 @@ def test_label_of_another_size_is_reported(copied_root):
     image_path, label_path = listed(str(copied_root), VAL)[0]
     label = copied_root / 'cityscapes' / label_path
     cv2.imwrite(str(label), np.zeros((8, 8), dtype=np.uint8))
-    with pytest.raises(ValueError, match=str(label)):
+    with pytest.raises(DataError, match=str(label)):
         Cityscapes(str(copied_root), VAL, train=False)[0]

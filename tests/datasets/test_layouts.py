@@ -98,7 +98,7 @@ def test_missing_label_and_empty_tree_are_named(tmp_path):
 
 
 def test_tool_reports_a_wrong_folder_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, 'tools/make_lists.py', '--dataset', 'cocostuff',
+    result = subprocess.run([sys.executable, 'tools/make_lists.py', 'cocostuff',
                              '--root', str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and 'Traceback' not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
