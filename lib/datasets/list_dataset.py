@@ -115,7 +115,7 @@ class ListDataset(Dataset):
         entry = self.files[index]
         if entry['label'] is None:
             return np.full(image_shape[:2], self.ignore_label, dtype=np.int64)
-        label = read_train_ids(entry['label'], self.spec)
+        label = read_train_ids(entry['label'], self.spec, self.list_hint)
         if label.shape != image_shape[:2]:
             raise DataError(f'label {entry["label"]} is {label.shape[1]}x{label.shape[0]} '
                             f'but its image {entry["image"]} is {image_shape[1]}x'
@@ -128,7 +128,7 @@ class ListDataset(Dataset):
         ``random.Random(seed)`` instead of the ``random`` module."""
         index, rng = (key[0], random.Random(key[1])) if isinstance(key, tuple) else (key, random)
         entry = self.files[index]
-        image = read_image(entry['image'])  # H×W×3 BGR
+        image = read_image(entry['image'], self.list_hint)  # H×W×3 BGR
         label = self.read_label(index, image.shape)
         if self.train:
             image, label = train_sample(

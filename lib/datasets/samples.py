@@ -13,16 +13,16 @@ from utils.errors import DataError
 from .images import read_image_file, read_label_file
 
 
-def read_image(path):
+def read_image(path, hint='make the lists again'):
     """H x W x 3 BGR ``uint8`` image of a listed file.
 
     Raises:
         DataError: the file is missing, unreadable or not an image OpenCV decodes.
     """
-    return _decoded(path, 'image', read_image_file, cv2.IMREAD_COLOR)
+    return _decoded(path, 'image', hint, read_image_file, cv2.IMREAD_COLOR)
 
 
-def read_raw_label(path):
+def read_raw_label(path, hint='make the lists again'):
     """H x W integer array of a label file's raw values (8 or 16 bits; a palette PNG's
     palette indices, see `datasets.images.read_label_file`).
 
@@ -31,7 +31,7 @@ def read_raw_label(path):
             are single-channel class values: a colour mask must first be turned into
             one, e.g. with the palette's colour -> index table).
     """
-    return _decoded(path, 'label', read_label_file)
+    return _decoded(path, 'label', hint, read_label_file)
 
 
 def stray_values(train_ids, num_classes, ignore_label):
@@ -48,7 +48,7 @@ def stray_values_advice(num_classes, ignore_label):
             'DATASET.NUM_CLASSES / DATASET.CLASSES')
 
 
-def read_train_ids(path, spec):
+def read_train_ids(path, spec, hint='make the lists again'):
     """``int64`` H x W train ids of a label file under ``spec``'s rules
     (`datasets.spec.DatasetSpec.to_train_ids`).
 
@@ -56,7 +56,7 @@ def read_train_ids(path, spec):
         DataError: as :func:`read_raw_label`, or a value is neither a class nor the
             ignore label.
     """
-    train_ids = spec.to_train_ids(read_raw_label(path))
+    train_ids = spec.to_train_ids(read_raw_label(path, hint))
     stray = stray_values(train_ids, spec.num_classes, spec.ignore_label)
     if stray:
         raise DataError(f'{path} holds label values {_shown(stray)} after the label rules; '
@@ -69,12 +69,12 @@ def _shown(values, limit=5):
     return text + (f', ... ({len(values)} in all)' if len(values) > limit else '')
 
 
-def _decoded(path, what, reader, *args):
+def _decoded(path, what, hint, reader, *args):
     try:
         array = reader(path, *args)
     except FileNotFoundError:
         raise DataError(f'{what} {path} does not exist (listed in the data set\'s list '
-                        'file): make the lists again') from None
+                        f'file): {hint}') from None
     except OSError as e:
         raise DataError(f'{what} {path} cannot be read ({e.strerror})') from None
     except ValueError as e:  # a colour picture where class values belong

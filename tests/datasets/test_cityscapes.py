@@ -165,7 +165,7 @@ def test_image_removed_after_building_names_it_when_read(copied_root):
     dataset = Cityscapes(str(copied_root), VAL, train=False)
     image = copied_root / 'cityscapes' / listed(str(copied_root), VAL)[0][0]
     image.unlink()
-    with pytest.raises(FileNotFoundError) as error:
+    with pytest.raises(DataError) as error:
         dataset[0]
     assert_names_path_and_tools(error, image)
 
