@@ -139,3 +139,14 @@ def test_the_timings_run_on_the_cpu_with_tiny_shapes(tmp_path):
     entry = ast.literal_eval(paste.split(' = ', 1)[1])
     assert set(entry) <= {(3, 64), (3, 128), (3, 256), (3, None), (1, 256), (1, None)}
     assert all(0 < v <= 1 for v in entry.values()) and len(break_even['break_even']) == 2
+
+
+def test_top_class_agreement_counts_only_pixels_rounding_cannot_decide():
+    """A flip at a near tie (margin <= 2 x what the logits may move) is only reported; a
+    flip where float32's margin is wider counts against the agreement."""
+    ref = torch.tensor([[1.0, 0.0], [1.0, 0.95], [0.0, 1.0], [2.0, 0.0]]).t().reshape(1, 2, 2, 2)
+    got = ref.clone()
+    got[0, :, 0, 1] = torch.tensor([0.9, 1.0])  # the near tie flips
+    assert prepare.decided_agreement(got, ref, movable=0.1) == (1.0, 0.75, 0.0)
+    got[0, :, 0, 0] = torch.tensor([0.0, 1.0])  # a decided pixel flips too
+    assert prepare.decided_agreement(got, ref, movable=0.1) == pytest.approx((2 / 3, 0.75, 0.0))

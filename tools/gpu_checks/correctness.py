@@ -32,8 +32,13 @@ the fixed masks on both sides. Every output must be finite (else the check repor
 overflow, with the first module whose output was not and the largest finite activation);
 per exit, the logits must stay within 8 epsilons of the autocast type times the output's
 scale (a correct run measures about 1 to 3: its error is a few roundings of the
-largest values), the top class agree on at least 99% of the pixels, and the masks the
-exit's logits give (MASK.CRIT at the model's threshold) agree on at least 99%. Masks are
+largest values), and the masks the exit's logits give (MASK.CRIT at the model's
+threshold) agree on at least 99%. The top class must agree with float32's at every
+pixel where rounding cannot decide it: where float32's top-2 margin exceeds twice what
+the logits may move (that bound times the float32 logits' largest |value|); at the
+other pixels, near a tie, native and emulated kernels of the same type round to either
+class (exit 1 of W48 in bfloat16 on an AMX CPU: 98.3% of all pixels, 99.2% under
+``ONEDNN_MAX_CPU_ISA=AVX2``), so their agreement is reported only. Masks are
 compared exit by exit, from the same upstream masks: run end to end with its own masks,
 a pixel that rounding moves across the threshold in segment 1 changes the inputs of
 segments 2 and 3 around it, so their agreement measures the model's sensitivity, not
@@ -45,7 +50,7 @@ import torch
 
 from models.sparse.benchmark import MODES, logit_size
 from .faults import overflowing
-from .prepare import PAPER_DENSITIES, ActivationRange, CheckFailed, argmax_agreement, \
+from .prepare import PAPER_DENSITIES, ActivationRange, CheckFailed, decided_agreement, \
     load_cfg, mask_agreement, max_abs, moved, noise_masks, on_cpu, realistic_model, \
     relative_difference, run, scenes, threshold_for_density, trained_model
 
@@ -53,7 +58,6 @@ FLOAT32_EPS = 2.0 ** -23
 REFERENCE_HEADROOM = 32  # tolerance = headroom * yardstick, derived in the module docstring
 REFERENCE_MASK_AGREEMENT = 0.999
 AUTOCAST_EPS_MULTIPLE = 8
-AUTOCAST_ARGMAX_AGREEMENT = 0.99
 AUTOCAST_MASK_AGREEMENT = 0.99
 
 
@@ -174,6 +178,7 @@ def check_autocast(setup, dtype):
                'max_abs_logit_float32': max_abs(ref), 'threshold': model.mask_threshold,
                'own_mask_density_float32': _densities(ref_own, size),
                'deviation_bound': bound, 'max_rel_deviation': {}, 'argmax_agreement': {},
+               'decided_fraction': {}, 'undecided_argmax_agreement': {},
                'mask_agreement': {}, 'own_mask_agreement': {}, 'max_abs_activation': {}}
     faults, overflows = [], {}  # overflows: mode -> first module with inf/NaN
     for mode in MODES:
@@ -189,21 +194,25 @@ def check_autocast(setup, dtype):
             overflows[mode] = watch.first_nonfinite or 'an exit'
             continue
         deviation = [relative_difference(a, b) for a, b in zip(got, ref)]
-        argmax = [argmax_agreement(a, b) for a, b in zip(got, ref)]
+        argmax = [decided_agreement(a, b, bound * b.abs().max().item())
+                  for a, b in zip(got, ref)]
         masks = [mask_agreement(model.segment_masks(a), model.segment_masks(b), size)
                  for a, b in zip(got[:-1], ref[:-1])]
         figures['max_rel_deviation'][mode] = max(deviation)
-        figures['argmax_agreement'][mode] = min(argmax)
+        figures['argmax_agreement'][mode] = min(a for a, _, _ in argmax)
+        figures['decided_fraction'][mode] = [d for _, d, _ in argmax]
+        figures['undecided_argmax_agreement'][mode] = [u for _, _, u in argmax]
         figures['mask_agreement'][mode] = min(masks)
         figures['own_mask_agreement'][mode] = [mask_agreement(a, b, size)
                                                for a, b in zip(own, ref_own)]
-        for k, (d, a) in enumerate(zip(deviation, argmax), start=1):
+        for k, (d, (a, decided, _)) in enumerate(zip(deviation, argmax), start=1):
             if not d <= bound:
                 faults.append(f'{mode}: exit {k} deviates from float32 by {d:.2e} of its '
                               f'scale > {AUTOCAST_EPS_MULTIPLE} {name} epsilons ({bound:.2e})')
-            if a < AUTOCAST_ARGMAX_AGREEMENT:
-                faults.append(f'{mode}: exit {k} top class agrees with float32 on {a:.2%} '
-                              f'of the pixels < {AUTOCAST_ARGMAX_AGREEMENT:.0%}')
+            if a < 1:
+                faults.append(f'{mode}: exit {k} top class differs from float32 at '
+                              f'{1 - a:.2%} of the {decided:.1%} of the pixels whose float32 '
+                              f'margin exceeds what {name} rounding may move')
         for j, a in enumerate(masks, start=1):
             if a < AUTOCAST_MASK_AGREEMENT:
                 faults.append(f"{mode}: exit {j}'s mask agrees with float32's on {a:.2%} "
@@ -213,7 +222,10 @@ def check_autocast(setup, dtype):
         faults.insert(0, _overflow_message(dtype, overflows,
                                            max(figures['max_abs_activation'].values())))
     _fail_on(faults, figures)
-    summary = (f"top class {min(figures['argmax_agreement'].values()):.2%}, masks "
+    decided = min(min(v) for v in figures['decided_fraction'].values())
+    near_tie = min(min(v) for v in figures['undecided_argmax_agreement'].values())
+    summary = (f"top class {min(figures['argmax_agreement'].values()):.2%} where decided "
+               f"(>= {decided:.1%} of the pixels; near a tie {near_tie:.2%}), masks "
                f"{min(figures['mask_agreement'].values()):.2%}, max deviation "
                f"{max(figures['max_rel_deviation'].values()):.1e} of scale, max |act| "
                f"{max(figures['max_abs_activation'].values()):.3g}")

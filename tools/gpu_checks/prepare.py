@@ -257,9 +257,24 @@ def mask_agreement(a, b, size):
     return (a.at(size).cpu() == b.at(size).cpu()).float().mean().item()
 
 
-def argmax_agreement(got, ref):
-    """Fraction of pixels whose top class is the same in two exits' logits."""
-    return (got.argmax(1).cpu() == ref.argmax(1).cpu()).float().mean().item()
+def decided_agreement(got, ref, movable):
+    """Top-class agreement of two exits' logits where rounding cannot decide it.
+
+    Where every logit of ``got`` is within ``movable`` of ``ref``'s, the top class can
+    differ only at pixels whose ``ref`` top-2 margin is at most 2 * ``movable``.
+
+    Returns:
+        (float, float, float): the agreement at the other ("decided") pixels (1.0 if
+        there are none), their fraction, and the agreement at the undecided ones.
+    """
+    got, ref = got.double().cpu(), ref.double().cpu()
+    top2 = ref.topk(2, dim=1).values
+    decided = top2[:, 0] - top2[:, 1] > 2 * movable
+    same = got.argmax(1) == ref.argmax(1)
+
+    def agreement(pixels):
+        return same[pixels].float().mean().item() if pixels.any() else 1.0
+    return agreement(decided), decided.float().mean().item(), agreement(~decided)
 
 
 def max_abs(tensors):

@@ -27,12 +27,13 @@ import torch.nn.functional as F
 from ..masked_conv import MaskedConv2d
 from .fuse import SparseTerm, fuse
 from .geometry import SegmentGeometry
-from .kernels import ROW_BLOCK_BYTES, channels_last, conv_rows, flat_rows, rbf_fill_rows, \
-    rows_matmul
+from .kernels import ROW_BLOCK_BYTES, channels_last, conv_rows, flat_rows, per_channel_, \
+    rbf_fill_rows, rows_matmul
 from .maps import ActiveRows, FullMap, LazyMap
 from .near_branch import NearMap, branch_reach, run_near_branch, runs_near, \
     transition_near_map
 from .plan import conv_geometry, conv_steps, leaves, need_after, need_before, output_size
+from .precision import segment_dtype
 from .weights import FoldedWeights
 
 
@@ -43,14 +44,16 @@ class SegmentEngine:
         masks: the segment's mask provider (``ConfidenceMasks``: ``at(size)``).
         policy (ExecutionPolicy): per-layer sparse/dense choice.
         weights (FoldedWeights | None): folded weights, kept between calls by the model.
+        dtype (torch.dtype | None): the compute type (``precision``) of the maps it is
+            given; None: the weights'.
 
     One engine serves one call: its geometry is dropped with it.
     """
 
-    def __init__(self, masks, policy, weights=None):
+    def __init__(self, masks, policy, weights=None, dtype=None):
         self.geometry = SegmentGeometry(masks)
         self.policy = policy
-        self.weights = (weights if weights is not None else FoldedWeights()).for_call()
+        self.weights = (weights if weights is not None else FoldedWeights()).for_call(dtype)
 
     def _fill_rows(self, folded, geom, need):
         """The skipped pixels whose RBF fill a reader needs (None: none)."""
@@ -77,7 +80,7 @@ class SegmentEngine:
                 its memory (no new buffer, no page faults).
         """
         n, (h, w), c = geom.batch, geom.size, conv.out_channels
-        outer = None if folded.outer is None else folded.outer.view(1, -1, 1, 1)
+        outer = folded.outer
         pattern = self._fill_rows(folded, geom, need) if z_active is not None else None
         parts = []  # (rows, values) to write over the skipped-pixel value
         if pattern is not None:
@@ -91,22 +94,24 @@ class SegmentEngine:
             parts = [(rows, values.add_(residual_rows.index_select(0, rows)))
                      for rows, values in parts]
             if reuse:
-                out = residual if outer is None else residual.add_(outer)
+                out = residual
             else:
-                out = channels_last(residual + outer if outer is not None else residual.clone())
+                out = channels_last(residual.clone())
+            if outer is not None:
+                per_channel_('add_', out, outer)
         # Zeros where no reader looks (or where the value is 0), else the skipped value.
         zero_base = outer is None or need == 'active' or (need == 'ring1' and
                                                           pattern is not None)
         if residual is None:
             out = torch.empty((n, c, h, w), dtype=like.dtype, device=like.device,
                               memory_format=torch.channels_last)
-            out.zero_() if zero_base else out.copy_(outer.expand(n, c, h, w))
+            out.zero_() if zero_base else out.copy_(outer.view(1, -1, 1, 1).expand(n, c, h, w))
         if relu and (residual is not None or not zero_base):
             out.relu_()
         out_rows = out.permute(0, 2, 3, 1).view(-1, c)  # a view: writes reach out
         for rows, values in parts:
             if folded.outer is not None:
-                values = values.add_(folded.outer)
+                values = per_channel_('add_', values, folded.outer)
             out_rows.index_copy_(0, rows, values.relu_() if relu else values)
         return out
 
@@ -133,15 +138,18 @@ class SegmentEngine:
         """The engine's dense layer: channels-last convolution with BN folded in, the fill
         computed only at the skipped pixels where it is non-zero and read."""
         z = channels_last(F.conv2d(x, folded.weight, folded.inner, stride, padding))
+        z_rows = z.permute(0, 2, 3, 1).view(-1, z.shape[1])  # a view: writes reach z
         if need != 'active' and geom.density < 1:
-            z.mul_(geom.mask)
+            if z.element_size() < 4:  # no broadcast of a narrow type (see WIDE_ROWS)
+                z_rows.index_fill_(0, geom.skipped, 0)
+            else:
+                z.mul_(geom.mask)
         pattern = self._fill_rows(folded, geom, need)
         if pattern is not None:
-            z_rows = z.permute(0, 2, 3, 1).view(-1, z.shape[1])  # a view: writes reach z
             fill = rbf_fill_rows(pattern, z_rows, folded.fill, compact=False)
             z_rows.index_copy_(0, pattern.rows, fill)  # z is 0 at skipped pixels
         if folded.outer is not None:
-            z.add_(folded.outer.view(1, -1, 1, 1))
+            per_channel_('add_', z, folded.outer)
         if residual is not None:
             z.add_(residual)
         return z.relu_() if relu else z
@@ -150,7 +158,7 @@ class SegmentEngine:
     def _plain(x, folded, stride, padding, relu, residual):
         y = channels_last(F.conv2d(x, folded.weight, folded.inner, stride, padding))
         if folded.outer is not None:
-            y.add_(folded.outer.view(1, -1, 1, 1))
+            per_channel_('add_', y, folded.outer)
         if residual is not None:
             y.add_(residual)
         return y.relu_() if relu else y
@@ -337,7 +345,7 @@ class SegmentEngine:
             return FullMap(self._assemble(conv, geom, z_active, folded, relu, None, need,
                                           z_active))
         if folded.outer is not None:
-            z_active.add_(folded.outer)
+            per_channel_('add_', z_active, folded.outer)
         return ActiveRows(z_active.relu_() if relu else z_active, geom)
 
     def _pointwise_chain(self, chain, num_active, rows_at):
@@ -367,7 +375,7 @@ class SegmentEngine:
         return out
 
 def run_segment(transition, stage, head, branches, masks, policy, need_out='active',
-                weights=None):
+                weights=None, dtype=None):
     """Segment j of the anytime network with the sparse engine (inference only).
 
     Args:
@@ -380,23 +388,23 @@ def run_segment(transition, stage, head, branches, masks, policy, need_out='acti
         need_out (str): 'active' when copy aggregation discards the exit's skipped
             pixels, 'full' otherwise.
         weights (FoldedWeights | None): cache of folded weights kept by the model.
+        dtype (torch.dtype | None): the type to compute in; None: ``precision.segment_dtype``
+            (the autocast type where the device has units for it, else float32 under
+            autocast; the inputs' type without).
     Returns:
-        (list[Tensor], Tensor): output branches (channels-last) and the exit's logits,
-        equal to the dense segment's wherever ``need_out`` says.
+        (list[Tensor], Tensor): output branches (channels-last) and the exit's logits, in
+        the compute type, equal to the dense segment's wherever ``need_out`` says.
 
-    Under ``torch.autocast`` the segment runs in float32 (autocast off, inputs cast up)
-    and returns float32 maps: the CSR products of the RBF fill and of resampling have no
-    bfloat16 CPU kernel, and on a CPU without bf16 units bf16 is the slower type anyway
-    (a 48-channel 3x3 convolution at 128x256: 220 ms in fp32, 1350 ms in bf16; a GEMM of
-    a sparse layer 1.5x slower). Whether fp16 would pay off on CUDA is not measured.
+    Autocast is off inside: every map and folded weight is already of the compute type,
+    and the few steps that sum in float32 (``kernels.sum_dtype``) widen on their own.
     """
-    engine = SegmentEngine(masks, policy, weights)
-    device_type = branches[0].device.type
-    autocast = torch.is_autocast_enabled(device_type)
-    with torch.no_grad(), torch.autocast(device_type, enabled=False), \
+    device = branches[0].device
+    dtype = dtype or segment_dtype(device, branches[0].dtype)
+    engine = SegmentEngine(masks, policy, weights, dtype)
+    with torch.no_grad(), torch.autocast(device.type, enabled=False), \
             warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*[Ss]parse CSR tensor support.*')
-        inputs = [channels_last(b.float() if autocast else b) for b in branches]
+        inputs = [channels_last(b.to(dtype)) for b in branches]
         branches = engine.transition(transition, inputs, stage[0])
         owned = [layer is not None for layer in transition]  # others are the caller's
         for module in stage:

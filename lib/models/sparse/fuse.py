@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .kernels import resample_rows
+from .kernels import per_channel_, resample_rows, sum_dtype
 
 
 @dataclass
@@ -34,7 +34,8 @@ def _term_rows(geometry, term, size, batch):
     rows = geometry.reach_rows(term.size, term.reach)
     if term.size == size:
         return rows, term.values
-    targets, matrix = geometry.upsampling(term.size, term.reach, size, term.values.dtype)
+    targets, matrix = geometry.upsampling(term.size, term.reach, size,
+                                          sum_dtype(term.values.dtype))
     # The source is small (a lower resolution): zeros and the term's rows.
     source = term.values.new_zeros(batch * term.size[0] * term.size[1], term.values.shape[1])
     source.index_copy_(0, rows, term.values)
@@ -63,7 +64,7 @@ def fuse(engine, module, xs, owned):
             sparse.append(_term_rows(engine.geometry, term, size, batch))
         y = xs[i] if owned[i] else xs[i].clone(memory_format=torch.channels_last)
         if constant is not None:
-            y.add_(constant.view(1, -1, 1, 1))
+            per_channel_('add_', y, constant)
         for term in maps:
             y.add_(term)
         y_rows = y.permute(0, 2, 3, 1).view(-1, y.shape[1])  # a view: writes reach y

@@ -58,6 +58,14 @@ class MaskGeometry:
         self.density = self.active.numel() / max(1, self.numel)
         self._rings = {}
         self._position = None
+        self._skipped = None
+
+    @property
+    def skipped(self):
+        """Flat rows where the mask is 0, ascending (int64)."""
+        if self._skipped is None:
+            self._skipped = (~self.keep).nonzero().squeeze(1)
+        return self._skipped
 
     @property
     def position(self):

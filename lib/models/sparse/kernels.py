@@ -7,6 +7,9 @@
 - ``rows_matmul``: the GEMM of pointwise (1x1) convolutions on rows.
 - ``rbf_fill_rows``: the RBF fill of ADP-C Sec. 3.3 at selected skipped pixels, as a
   sparse (CSR) product with the computed outputs.
+
+All of them compute in the type of their inputs (the engine's type, ``precision``), but
+the CSR products, which sum in float32 at least (``sum_dtype``).
 """
 import threading
 
@@ -30,6 +33,36 @@ def from_rows(rows, batch, size):
 
 def channels_last(x):
     return x.contiguous(memory_format=torch.channels_last)
+
+
+# Channels a per-channel operand must span so that PyTorch's CPU kernels stay vectorised:
+# with a broadcast operand shorter than two bfloat16 vectors (32 lanes each), they take a
+# scalar path (48 channels: a bias added 5x slower than with 96).
+WIDE_ROWS = 64
+
+
+def per_channel_(op, x, values):
+    """``x.op(values)`` in place, ``values`` (C) applied per channel; returns ``x``.
+
+    Args:
+        op (str): an in-place elementwise Tensor method, e.g. 'add_' or 'clamp_min_'.
+        x (Tensor): an N x C x H x W channels-last map, or n x C contiguous rows. Rows
+            are viewed k at a time (n/k x k*C, ``values`` repeated k times) until they
+            span WIDE_ROWS channels.
+    """
+    c = x.shape[1]
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        rows = x.permute(0, 2, 3, 1).view(-1, c)
+    elif x.dim() == 2 and x.is_contiguous():
+        rows = x
+    else:
+        getattr(x, op)(values.view(1, -1, *[1] * (x.dim() - 2)))
+        return x
+    n, k = rows.shape[0], 1
+    while k * c < WIDE_ROWS and n % (2 * k) == 0:
+        k *= 2
+    getattr(rows.view(n // k, k * c), op)(values.repeat(k) if k > 1 else values)
+    return x
 
 
 def fold_batch_norm(conv, bn):
@@ -162,6 +195,13 @@ def fill_kernel(conv):
     return kernel, reach
 
 
+def sum_dtype(dtype):
+    """The type CSR products (fills, resampling) of ``dtype`` values compute in: float32
+    for bfloat16 and float16, whose CSR products have no CPU kernel, and whose 8 or 11
+    bits would also lose most of a fill's small far terms; float64 stays float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def rbf_fill_rows(pattern, z_rows, kernel, compact, first=None, out=None):
     """RBF fill ``R(z*m)`` at ``pattern.rows`` (the ``first`` of them if given): n_rows x C.
 
@@ -173,7 +213,8 @@ def rbf_fill_rows(pattern, z_rows, kernel, compact, first=None, out=None):
         compact (bool): which of the two ``z_rows`` is.
         out (Tensor | None): contiguous n_rows x C destination.
     """
-    return csr_mm(pattern.matrix(kernel.to(z_rows.dtype), compact, first), z_rows, out)
+    matrix = pattern.matrix(kernel.to(sum_dtype(z_rows.dtype)), compact, first)
+    return csr_mm(matrix, z_rows, out)
 
 
 def resample_rows(matrix, x_rows):
@@ -182,12 +223,17 @@ def resample_rows(matrix, x_rows):
 
 
 def csr_mm(matrix, dense, out=None):
-    """``matrix @ dense`` for a CSR ``matrix``, into ``out`` (contiguous) if given.
+    """``matrix @ dense`` for a CSR ``matrix``, in ``dense``'s type, into ``out``
+    (contiguous) if given. It computes in ``matrix``'s type (``sum_dtype``): a ``dense``
+    of a narrower type is widened first.
 
-    On CPU the product goes straight into its destination: ``torch.sparse.mm`` allocates
-    and copies its result separately, which made the fills of a W48 segment about 20%
-    slower.
+    On CPU a product of ``matrix``'s type goes straight into its destination:
+    ``torch.sparse.mm`` allocates and copies its result separately, which made the fills
+    of a W48 segment about 20% slower.
     """
+    if dense.dtype != matrix.dtype:
+        product = csr_mm(matrix, dense.to(matrix.dtype))
+        return product.to(dense.dtype) if out is None else out.copy_(product)
     if dense.device.type != 'cpu':
         product = torch.sparse.mm(matrix, dense)
         return product if out is None else out.copy_(product)

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .geometry import resample_matrix
-from .kernels import channels_last, flat_rows, from_rows, resample_rows
+from .kernels import channels_last, flat_rows, from_rows, resample_rows, sum_dtype
 
 
 class LazyMap:
@@ -23,6 +23,7 @@ class LazyMap:
         self.sources = [(x, [], tuple(x.shape[-2:])) for x in sources]
         self.size = self.sources[0][2]
         self.batch = sources[0].shape[0]
+        self._wide_rows = {}  # source index -> its rows in sum_dtype, for resampling
         self.resize(self.size)
 
     def resize(self, size):
@@ -72,13 +73,16 @@ class LazyMap:
     def rows(self, rows):
         """The map at flat ``rows`` only: n x C."""
         parts = []
-        for x, ops, _ in self.sources:
+        for i, (x, ops, _) in enumerate(self.sources):
             if not ops and tuple(x.shape[-2:]) == self.size:
                 parts.append(flat_rows(channels_last(x)).index_select(0, rows))
                 continue
+            wide = self._wide_rows.get(i)
+            if wide is None:  # widened once, not once per block of rows
+                wide = self._wide_rows[i] = flat_rows(channels_last(x)).to(sum_dtype(x.dtype))
             matrix = resample_matrix(rows, self.size, self.batch, tuple(x.shape[-2:]), ops,
-                                     x.dtype)
-            parts.append(resample_rows(matrix, flat_rows(channels_last(x))))
+                                     wide.dtype)
+            parts.append(resample_rows(matrix, wide).to(x.dtype))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 

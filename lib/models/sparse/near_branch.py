@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..masked_conv import MaskedConv2d
-from .kernels import channels_last, conv_rows, flat_rows, rbf_fill_rows
+from .kernels import channels_last, conv_rows, flat_rows, per_channel_, rbf_fill_rows
 
 
 def _runs_near(block, geometry, policy, size):
@@ -72,13 +72,9 @@ class NearMap:
                               memory_format=torch.channels_last)
             out.copy_(far.view(1, -1, 1, 1).expand(self.shape))
         else:
-            out = self.base if owned else torch.empty_like(self.base,
-                                                          memory_format=torch.channels_last)
+            out = self.base if owned else channels_last(self.base.clone())
             if self.shift is not None:
-                torch.add(self.base, self.shift.view(1, -1, 1, 1), out=out)
-                out.clamp_min_(self.floor.view(1, -1, 1, 1))
-            elif out is not self.base:
-                out.copy_(self.base)
+                per_channel_('clamp_min_', per_channel_('add_', out, self.shift), self.floor)
         out.permute(0, 2, 3, 1).view(-1, c).index_copy_(0, self.near.rows, self.values)
         return channels_last(out)
 
@@ -105,7 +101,7 @@ def _masked_conv(folded, rows, taps, near, num_rows):
 
 
 def _add_shift(rows, folded):
-    return rows if folded.outer is None else rows.add_(folded.outer)
+    return rows if folded.outer is None else per_channel_('add_', rows, folded.outer)
 
 
 def transition_near_map(folded, x, taps, near, out_shape):

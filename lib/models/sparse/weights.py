@@ -8,20 +8,23 @@ tensor, another device, or an in-place update such as an optimiser step or
 only: they never enter a state dict, and outputs do not depend on the cache. Writes
 through ``.data`` bypass version counters; ``AnytimeHRNet.train()`` / ``eval()`` clear the
 cache, so call ``model.eval()`` after editing weights that way.
+
+They are kept per compute type (``precision``): folded in the parameters' type, then
+cast, so that a bfloat16 weight is the folded float32 weight rounded once.
 """
 import weakref
 from dataclasses import dataclass
 
 import torch
 
-from .kernels import fill_kernel, fold_batch_norm
+from .kernels import fill_kernel, fold_batch_norm, sum_dtype
 
 
 @dataclass
 class FoldedConv:
     """``bn(conv(x))`` as one convolution (see ``fold_batch_norm``).
 
-    Attributes:
+    Attributes (in the compute type, but ``fill``, in ``kernels.sum_dtype``'s):
         ohwi (Tensor): C_out x k x k x C_in folded weight, contiguous: ``weight`` is its
             OIHW (channels-last) view for dense convolution, ``matrix`` its C_out x
             (k*k*C_in) view for the GEMM on gathered rows.
@@ -45,6 +48,19 @@ class FoldedConv:
         return self.ohwi.view(self.ohwi.shape[0], -1)
 
 
+def _fold(conv, bn, dtype):
+    """``FoldedConv`` of ``conv`` and ``bn``, folded in their own type, cast to ``dtype``."""
+    def cast(t):
+        return None if t is None else t.to(dtype)
+
+    with torch.no_grad():
+        weight, inner, outer = fold_batch_norm(conv, bn)
+        fill, reach = fill_kernel(conv)
+        return FoldedConv(cast(weight).permute(0, 2, 3, 1).contiguous(), cast(inner),
+                          cast(outer), None if fill is None else fill.to(sum_dtype(dtype)),
+                          reach)
+
+
 def _signature(tensors):
     return tuple(None if t is None else (t.data_ptr(), t._version, t.device, t.dtype, t.shape)
                  for t in tensors)
@@ -56,25 +72,26 @@ class FoldedWeights:
     def __init__(self):
         self._entries = weakref.WeakKeyDictionary()
 
-    def get(self, conv, bn):
-        """The ``FoldedConv`` of ``conv`` followed by ``bn`` (or None)."""
+    def get(self, conv, bn, dtype=None):
+        """The ``FoldedConv`` of ``conv`` followed by ``bn`` (or None), in ``dtype``
+        (None: the convolution weight's)."""
         tensors = [conv.weight, conv.bias, getattr(conv, 'Lambda', None)]
         if bn is not None:
             tensors += [bn.weight, bn.bias, bn.running_mean, bn.running_var]
         signature = _signature(tensors)
         entry = self._entries.get(conv)
         if entry is None or entry[0] != signature or entry[1] is not bn:
-            with torch.no_grad():
-                weight, inner, outer = fold_batch_norm(conv, bn)
-                folded = FoldedConv(weight.permute(0, 2, 3, 1).contiguous(), inner, outer,
-                                    *fill_kernel(conv))
-            entry = (signature, bn, folded)
+            entry = (signature, bn, {})  # compute type -> FoldedConv
             self._entries[conv] = entry
-        return entry[2]
+        dtype = dtype or conv.weight.dtype
+        if dtype not in entry[2]:
+            entry[2][dtype] = _fold(conv, bn, dtype)
+        return entry[2][dtype]
 
-    def for_call(self):
-        """A view for one segment call that checks each convolution's entry once."""
-        return CallWeights(self)
+    def for_call(self, dtype=None):
+        """A view for one segment call in ``dtype`` that checks each convolution's entry
+        once."""
+        return CallWeights(self, dtype)
 
     def clear(self):
         self._entries = weakref.WeakKeyDictionary()
@@ -91,15 +108,16 @@ class FoldedWeights:
 
 
 class CallWeights:
-    """``FoldedWeights`` during one call, when no weight can change: a convolution read by
-    several steps is validated (its tensors' signature computed) only the first time."""
+    """``FoldedWeights`` in one type during one call, when no weight can change: a
+    convolution read by several steps is validated (its tensors' signature computed)
+    only the first time."""
 
-    def __init__(self, cache):
-        self._cache = cache
+    def __init__(self, cache, dtype):
+        self._cache, self._dtype = cache, dtype
         self._seen = {}
 
     def get(self, conv, bn):
         folded = self._seen.get(conv)
         if folded is None:
-            folded = self._seen[conv] = self._cache.get(conv, bn)
+            folded = self._seen[conv] = self._cache.get(conv, bn, self._dtype)
         return folded
