@@ -1,5 +1,6 @@
 """Process-wide settings of a run (random seeds, cuDNN, TF32 and determinism flags), and
 what timing needs of the device: waiting for its queued work, its name, its TF32 flags."""
+import functools
 import os
 import platform
 import random
@@ -118,6 +119,7 @@ def autocast(device, enabled):
 CPU_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')
 
 
+@functools.lru_cache(maxsize=None)  # read once per process: the engine asks per segment
 def cpu_bf16_units(cpuinfo='/proc/cpuinfo'):
     """The CPU's bfloat16 units as /proc/cpuinfo's flags name them (e.g. ``['amx_bf16',
     'avx512_bf16']``); empty where it has none or the file cannot be read."""
@@ -126,10 +128,10 @@ def cpu_bf16_units(cpuinfo='/proc/cpuinfo'):
             for line in f:
                 if line.startswith('flags'):
                     flags = set(line.split(':', 1)[1].split())
-                    return [flag for flag in CPU_BF16_FLAGS if flag in flags]
+                    return tuple(flag for flag in CPU_BF16_FLAGS if flag in flags)
     except OSError:
         pass
-    return []
+    return ()
 
 
 def reduced_precision_units(device):
