@@ -270,12 +270,12 @@ class AnytimeHRNet(nn.Module):
         if not self.use_masks or self.execution == 'dense' or self.training \
                 or torch.is_grad_enabled():
             return False
-        if self.execution == 'auto' and not has_break_even(device.type):
+        if self.execution == 'auto' and not has_break_even(device):
             if device.type not in self._auto_reported_dense:
                 self._auto_reported_dense.add(device.type)
                 logger.info(f"MASK.EXECUTION 'auto' runs dense on {device.type}: no "
-                            f"break-even densities were measured there (see "
-                            f"models.sparse.calibrate)")
+                            f"break-even densities were measured there (measure them with "
+                            f"python tools/calibrate.py --device {device.type})")
             return False
         return True
 
