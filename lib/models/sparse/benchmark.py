@@ -26,6 +26,7 @@ from ..flops import FlopsCounter, anytime_flops, conv_multiply_adds
 from ..hrnet import apply_transition
 from ..model_anytime import NUM_EXITS, exit_input
 from .noise_masks import SmoothNoiseMasks
+from .tables import dtype_name
 
 MODES = ('dense', 'sparse', 'auto')
 
@@ -97,11 +98,6 @@ def logit_size(shape):
     """(h, w) of the exits' logits for an input of ``shape`` (its last two entries are
     h, w): two stride-2, padding-1 convolutions."""
     return tuple(((s + 1) // 2 + 1) // 2 for s in shape[-2:])
-
-
-def dtype_name(dtype):
-    """'float32', 'bfloat16', ... of a torch dtype."""
-    return str(dtype).replace('torch.', '')
 
 
 def in_dtype(fn, device, dtype):

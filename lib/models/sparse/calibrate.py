@@ -31,7 +31,7 @@ from .engine import SegmentEngine
 from .kernels import channels_last
 from .noise_masks import SmoothNoiseMasks
 from .policy import ExecutionPolicy
-from .tables import machine_key, store_table
+from .tables import dtype_name, machine_key, store_table
 
 # (kernel, C_in, C_out, h, w): 3x3 branch convs of W48 at 512x1024, and 1x1 head convs.
 LAYERS = [(3, 48, 48, 128, 256), (3, 96, 96, 64, 128), (3, 192, 192, 32, 64),
@@ -80,7 +80,7 @@ def calibrate(device, dtype=torch.float32, layers=LAYERS):
         for layer in layers:
             measured.append((layer, break_even(*layer, device=device)))
             print(f'break-even of k{layer[0]} {layer[1]}->{layer[2]} at {layer[3]}x{layer[4]}'
-                  f' in {str(dtype)[6:]}: {measured[-1][1]:.1f}')
+                  f' in {dtype_name(dtype)}: {measured[-1][1]:.1f}')
     return policy_entry(measured)
 
 

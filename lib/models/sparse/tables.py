@@ -71,10 +71,15 @@ def compute_dtype(device):
     return torch.float32
 
 
+def dtype_name(dtype):
+    """'float32', 'bfloat16', ... of a torch dtype."""
+    return str(dtype).replace('torch.', '')
+
+
 def machine_key(device, dtype):
     """The cache key of ``device`` (torch.device) computing in ``dtype``: device name,
     torch version, dtype and (on the CPU) torch's thread count."""
-    parts = [device_name(device), f'torch {torch.__version__}', str(dtype).replace('torch.', '')]
+    parts = [device_name(device), f'torch {torch.__version__}', dtype_name(dtype)]
     if device.type == 'cpu':
         parts.append(f'{torch.get_num_threads()} threads')
     return ' | '.join(parts)
