@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from models.sparse import tables
+from models.sparse import precision, tables
 from models.sparse.policy import ExecutionPolicy
 
 CPU = torch.device('cpu')
@@ -59,7 +59,8 @@ def test_the_key_names_device_torch_dtype_and_threads(break_even_cache, caplog):
 @pytest.mark.parametrize('native', [True, False])
 def test_the_dtype_is_the_autocast_one_only_where_the_device_computes_it(monkeypatch,
                                                                          native):
-    monkeypatch.setattr(tables, '_computes_natively', lambda device: native)
+    monkeypatch.setattr(precision, 'reduced_precision_units',
+                        lambda device: 'bf16 units' if native else None)
     assert tables.compute_dtype(CPU) == torch.float32
     with torch.autocast('cpu', dtype=torch.bfloat16):
         dtype = tables.compute_dtype(CPU)

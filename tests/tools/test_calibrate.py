@@ -54,11 +54,11 @@ class _EngineOf:
 def test_calibration_caches_a_table_per_dtype_that_auto_then_uses(monkeypatch,
                                                                   break_even_cache):
     import torch
-    from models.sparse import calibrate, tables
+    from models.sparse import calibrate, precision, tables
     monkeypatch.setattr(calibrate, 'break_even', lambda *layer, device: 0.3)
     monkeypatch.setattr(calibrate, 'calibration_dtypes',
                         lambda device: [torch.float32, torch.bfloat16])
-    monkeypatch.setattr(tables, '_computes_natively', lambda device: True)
+    monkeypatch.setattr(precision, 'reduced_precision_units', lambda device: 'bf16 units')
     calibrate.main(['--threads', '1'])
     expected = calibrate.policy_entry([(layer, 0.3) for layer in calibrate.LAYERS])
     cpu = torch.device('cpu')

@@ -21,7 +21,6 @@ A cache file that cannot be read, is not JSON, or is not a cache of this format 
 atomic and never replace such a file; an unwritable cache folder is one warning line.
 """
 import datetime
-import functools
 import json
 import logging
 import os
@@ -29,7 +28,8 @@ import os
 import torch
 
 from utils.io import save_json
-from utils.runtime import device_name, reduced_precision_units
+from utils.runtime import device_name
+from .precision import segment_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +57,13 @@ def cache_path():
     return os.path.join(base, 'adpc', 'break_even.json')
 
 
-@functools.lru_cache(maxsize=None)
-def _computes_natively(device):
-    return reduced_precision_units(device) is not None
-
-
 def compute_dtype(device):
-    """The dtype the sparse engine computes in on ``device`` (torch.device) here and now:
-    the autocast dtype under autocast where the device has units for it, else float32."""
-    if device.type in ('cpu', 'cuda') and torch.is_autocast_enabled(device.type) \
-            and _computes_natively(device):
-        return torch.get_autocast_dtype(device.type)
-    return torch.float32
+    """The dtype the sparse engine computes a float32 model's segments in on ``device``
+    (torch.device) here and now (``models.sparse.precision``): the autocast dtype under
+    autocast where the device has units for it, else float32."""
+    if device.type not in ('cpu', 'cuda'):  # no autocast elsewhere (e.g. 'meta')
+        return torch.float32
+    return segment_dtype(device, torch.float32)
 
 
 def dtype_name(dtype):
