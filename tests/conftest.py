@@ -15,3 +15,12 @@ def restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def break_even_cache(tmp_path, monkeypatch):
+    """Each test's own (absent) cache of measured break-even densities: 'auto' uses the
+    shipped table, whatever the user's cache holds; a test may write its own there."""
+    path = tmp_path / 'break_even.json'
+    monkeypatch.setenv('ADPC_BREAK_EVEN', str(path))
+    return path

@@ -1,11 +1,17 @@
 """Wall-clock benchmark of MASK.EXECUTION dense / sparse / auto, per segment and end to end.
 
     python tools/benchmark.py --cfg experiments/cityscapes/w48_adpc.yaml --shape 512 1024 \
-        --densities 0.1,0.25,0.5 --threads 2 --json benchmark.json
+        --densities 0.1,0.25,0.5 --threads 2 [--amp] --json benchmark.json
 
 Masks are thresholded smooth noise of the given densities (random weights, or
 TEST.MODEL_FILE); end to end, segments 1-3 get --e2e-densities (the paper's are about
-0.8, 0.6, 0.35) and RH is the same network and weights without masks.
+0.8, 0.6, 0.35) and RH is the same network and weights without masks. Every model runs
+channels-last, as inference sets it up.
+
+With --amp (or TEST.AMP True) every figure is taken in float32 and under autocast
+(bfloat16 on the CPU, float16 on CUDA), interleaved; the summary compares ADP-C ('auto')
+and RH each at its faster precision. The first lines name what computes the reduced
+precision natively (the CPU's bfloat16 units, or the GPU); the JSON records it.
 
 The times are measured with the arithmetic every other tool uses (CUDNN.ALLOW_TF32,
 recorded in the JSON beside the device); the agreement of sparse and auto with dense
@@ -21,14 +27,17 @@ import torch
 
 from config import config, update_config
 from datasets.loaders import STRIDE, padded_size
+from models.layout import to_inference
 from models.masked_conv import MaskedConv2d
 from models.model_anytime import build_model
 from models.sparse.benchmark import benchmark_end_to_end, benchmark_evaluation, \
-    benchmark_segments, end_to_end_table, segment_table
+    benchmark_segments, best_line, dtype_name, end_to_end_table, segment_table
 from utils.checkpoint import load_model_weights
+from utils.io import atomic_write_text
 from utils.launch import add_overrides_argument, comma_floats, parse_command_line, \
     reporting_user_errors
-from utils.runtime import apply_cudnn, device_name, tf32_flags
+from utils.runtime import amp_dtype, apply_cudnn, device_name, reduced_precision_units, \
+    tf32_flags
 
 TOLERANCE = 1e-4  # max |mode - dense| relative to the logits' scale
 
@@ -51,6 +60,8 @@ def parse_args():
                         help='mask densities of segments 1, 2, 3 end to end')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--threads', type=int, help='torch CPU threads')
+    parser.add_argument('--amp', action='store_true',
+                        help='also time everything under autocast (as TEST.AMP True does)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed rounds')
     parser.add_argument('--repeats', type=int, default=3, help='timed rounds (median)')
     parser.add_argument('--skip-segments', action='store_true', help='end to end only')
@@ -87,7 +98,8 @@ def main():
         load_model_weights(model, cfg.TEST.MODEL_FILE)
     if args.rbf_lambda is not None:
         set_rbf_lambda(model, args.rbf_lambda)
-    model = model.to(device).eval()
+    model = to_inference(model, device)
+    dtypes = [torch.float32] + ([amp_dtype(device)] if args.amp or cfg.TEST.AMP else [])
     shape = padded_size(args.shape)
     if shape != tuple(args.shape):
         print(f'input {tuple(args.shape)} padded to {shape} (right and bottom, to a multiple '
@@ -99,19 +111,27 @@ def main():
                                                 else f', {os.cpu_count()} cores'),
                'shape': list(shape),
                'tf32': tf32_flags(),
+               'reduced_precision_units': reduced_precision_units(device) or
+               f'none: {dtype_name(amp_dtype(device))} emulated',
+               'dtypes': [dtype_name(d) for d in dtypes], 'layout': 'channels-last',
                'cfg': args.cfg, 'opts': args.opts, 'rbf_lambda': args.rbf_lambda}
     print(f"torch {machine['torch']}, {machine['threads']} threads, {machine['device']}, "
           f"TF32 {machine['tf32']}, input {shape}, {args.cfg}")
+    print(f"{dtype_name(amp_dtype(device))} units: {machine['reduced_precision_units']}; "
+          f"timing {', '.join(machine['dtypes'])}, channels-last")
     result = {'machine': machine}
     if not args.skip_segments:
-        rows = benchmark_segments(model, x, args.densities, args.warmup, args.repeats)
+        rows = benchmark_segments(model, x, args.densities, args.warmup, args.repeats,
+                                  dtypes=dtypes)
         print(segment_table(rows))
         result['segments'] = rows
     if not args.skip_end_to_end:
-        e2e = benchmark_end_to_end(model, x, args.e2e_densities, args.warmup, args.repeats)
+        e2e = benchmark_end_to_end(model, x, args.e2e_densities, args.warmup, args.repeats,
+                                   dtypes=dtypes)
         print(f"end to end, densities {e2e['densities']}, FLOPs ratio "
               f"{e2e['flops_ratio']:.3f}, max relative difference {e2e['max_rel_diff']:.1e}")
         print(end_to_end_table(e2e))
+        print(best_line(e2e))
         result['end_to_end'] = e2e
     if args.evaluation:
         ev = benchmark_evaluation(model, x, args.e2e_densities, args.warmup, args.repeats)
@@ -122,8 +142,7 @@ def main():
               f"{ev['forward_and_hooks']:.3f}s")
         result['evaluation'] = ev
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=1)
+        atomic_write_text(args.json, json.dumps(result, indent=1))
     parts = result.get('segments', []) + [result[k] for k in ('end_to_end',) if k in result]
     if not parts:
         return

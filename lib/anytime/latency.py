@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from models.layout import to_inference
 from models.model_anytime import NUM_EXITS
 from models.sparse.noise_masks import SmoothNoiseMasks
 from utils.errors import UserError
@@ -222,7 +223,7 @@ def measure_profile(model, input_shape, densities=DENSITIES, repeats=5, warmup=1
         LatencyProfile
     """
     device = device or next(model.parameters()).device
-    model.eval()
+    to_inference(model)
     masked = bool(model.use_masks)
     densities = sorted(set(float(d) for d in densities)) if masked else [1.0]
     x = torch.randn(*input_shape, device=device)

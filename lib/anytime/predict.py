@@ -17,6 +17,7 @@ from datasets.images import read_image
 from datasets.labels import colorize
 from datasets.spec import CITYSCAPES
 from datasets.loaders import pad_to_multiple
+from models.layout import to_inference
 from utils.checkpoint import load_model_weights
 from utils.errors import DataError
 from utils.run_dir import FINAL_STATE, RUN_CONFIG
@@ -77,7 +78,7 @@ def load_model(cfg, cfg_path, device):
     else:
         weights = 'random initialisation'
         logger.warning('no TEST.MODEL_FILE: the model has random weights')
-    return model.to(device).eval(), weights
+    return to_inference(model, device), weights
 
 
 def write_prediction(labels, out_dir, name, spec=CITYSCAPES):

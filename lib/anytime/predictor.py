@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from models.layout import to_inference
 from models.model_anytime import NUM_EXITS
 from utils.runtime import sync
 from .latency import finish
@@ -55,7 +56,7 @@ class AnytimePredictor:
     """
 
     def __init__(self, model, profile):
-        self.model = model.eval()
+        self.model = to_inference(model)
         self.profile = profile
 
     @torch.no_grad()

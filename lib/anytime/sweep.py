@@ -24,6 +24,7 @@ from evaluation.metrics import ConfusionMatrix
 from evaluation.run import resolve_test_paths
 from models.confidence import ConfidenceMasks
 from models.flops import FlopsCounter
+from models.layout import to_inference
 from models.model_anytime import NUM_EXITS
 from utils.distributed import all_reduce
 from utils.io import atomic_write_text
@@ -89,7 +90,7 @@ def sweep_thresholds(model, loader, thresholds, criterion, num_classes, ignore_l
         list[dict]: one row per threshold (see :meth:`ThresholdStats.row`), reduced over
         all processes.
     """
-    model.eval()
+    to_inference(model)
     points = list(thresholds) if model.use_masks else [None]
     exit1 = ConfusionMatrix(num_classes, ignore_label)
     stats = {t: ThresholdStats(exit1, num_classes, ignore_label) for t in points}

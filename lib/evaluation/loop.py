@@ -3,6 +3,7 @@ submission files, panels) over a loader, summed over processes."""
 import torch
 
 from datasets.loaders import pad_to, padded_size
+from models.layout import inference
 from models.resize import upsample_to
 from utils.logger import progress
 from .metrics import ConfusionMatrix
@@ -73,50 +74,48 @@ def evaluate(model, loader, num_classes, ignore_label, ctx, num_exits=4, flops_m
         list[ConfusionMatrix]: one per exit, reduced over all processes (the meter, if
         given, is reduced too).
     """
-    was_training = model.training
-    model.eval()
     matrices = [ConfusionMatrix(num_classes, ignore_label) for _ in range(num_exits)]
-    for batch in progress(loader, desc, ctx.is_main, log_lines=True):
-        sizes = batch[3].tolist() if len(batch) > 3 else None
-        if modes is None or modes.single_pass(batch[0].shape[-2:]):
-            for rows, images, labels in padded_groups(batch, ignore_label):
-                images = images.to(ctx.device, non_blocking=True)
-                labels = labels.to(ctx.device, non_blocking=True)
-                if flops_meter is None:
-                    outputs = model(images)
-                else:
-                    outputs, masks = model(images, return_masks=True)
-                    flops_meter.update(images.shape, masks)
-                if len(outputs) != num_exits:
-                    raise ValueError(f'the model returned {len(outputs)} outputs, expected '
+    with inference(model):  # eval mode, channels-last; restored after (validation)
+        for batch in progress(loader, desc, ctx.is_main, log_lines=True):
+            sizes = batch[3].tolist() if len(batch) > 3 else None
+            if modes is None or modes.single_pass(batch[0].shape[-2:]):
+                for rows, images, labels in padded_groups(batch, ignore_label):
+                    images = images.to(ctx.device, non_blocking=True)
+                    labels = labels.to(ctx.device, non_blocking=True)
+                    if flops_meter is None:
+                        outputs = model(images)
+                    else:
+                        outputs, masks = model(images, return_masks=True)
+                        flops_meter.update(images.shape, masks)
+                    if len(outputs) != num_exits:
+                        raise ValueError(f'the model returned {len(outputs)} outputs, expected '
+                                         f'{num_exits}')
+                    _score_exits(outputs, labels, [batch[2][r] for r in rows], matrices, writer,
+                                 None if sizes is None else [sizes[r] for r in rows])
+                    if on_batch is not None:
+                        on_batch(images, labels, [batch[2][r] for r in rows], outputs)
+                continue
+            for i in range(batch[0].shape[0]):  # passes run image by image, at its own size
+                # Unpadded: scales and flips are of the image itself (each forward is padded).
+                h, w = batch[0].shape[-2:] if sizes is None else sizes[i]
+                image = batch[0][i:i + 1, :, :h, :w].to(ctx.device, non_blocking=True)
+                labels = batch[1][i:i + 1, :h, :w].long().to(ctx.device, non_blocking=True)
+                result = multi_pass_inference(_costed_forward(model, flops_meter), image, modes)
+                if result.num_exits != num_exits:
+                    raise ValueError(f'the model returned {result.num_exits} outputs, expected '
                                      f'{num_exits}')
-                _score_exits(outputs, labels, [batch[2][r] for r in rows], matrices, writer,
-                             None if sizes is None else [sizes[r] for r in rows])
+                if flops_meter is not None:
+                    flops_meter.add(result.cost, result.forwards)
+                # One exit's full-size scores at a time (all four would need 4x the memory).
+                scores = (result.scores(k) for k in range(num_exits))
+                kept = [] if on_batch is not None else None
+                _score_exits(_keeping(scores, kept), labels, batch[2][i:i + 1], matrices, writer)
                 if on_batch is not None:
-                    on_batch(images, labels, [batch[2][r] for r in rows], outputs)
-            continue
-        for i in range(batch[0].shape[0]):  # passes run image by image, at its own size
-            # Unpadded: scales and flips are of the image itself (each forward is padded).
-            h, w = batch[0].shape[-2:] if sizes is None else sizes[i]
-            image = batch[0][i:i + 1, :, :h, :w].to(ctx.device, non_blocking=True)
-            labels = batch[1][i:i + 1, :h, :w].long().to(ctx.device, non_blocking=True)
-            result = multi_pass_inference(_costed_forward(model, flops_meter), image, modes)
-            if result.num_exits != num_exits:
-                raise ValueError(f'the model returned {result.num_exits} outputs, expected '
-                                 f'{num_exits}')
-            if flops_meter is not None:
-                flops_meter.add(result.cost, result.forwards)
-            # One exit's full-size scores at a time (all four would need 4x the memory).
-            scores = (result.scores(k) for k in range(num_exits))
-            kept = [] if on_batch is not None else None
-            _score_exits(_keeping(scores, kept), labels, batch[2][i:i + 1], matrices, writer)
-            if on_batch is not None:
-                on_batch(image, labels, batch[2][i:i + 1], kept, result)
+                    on_batch(image, labels, batch[2][i:i + 1], kept, result)
     for matrix in matrices:
         matrix.reduce_from_all_processes()
     if flops_meter is not None:
         flops_meter.reduce_from_all_processes(num_exits)
-    model.train(was_training)
     return matrices
 
 

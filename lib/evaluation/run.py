@@ -14,6 +14,7 @@ from datasets.checks import check_evaluation_inputs
 from datasets.loaders import eval_loader
 from datasets.spec import dataset_spec
 from models.flops import FlopsCounter
+from models.layout import to_inference
 from utils.checkpoint import load_model_weights
 from utils.distributed import all_reduce, barrier
 from utils.errors import ConfigError, UserError
@@ -241,5 +242,6 @@ def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None, show_d
     # time (and fail where the pretrained file is absent).
     model = models.get_seg_model(cfg, pretrained=False)
     load_model_weights(model, model_file)
-    return evaluate_model(model.to(ctx.device), cfg, out_dir, ctx, submit_dir, submit_exit,
+    model = to_inference(model, ctx.device)  # once; evaluation keeps it in this layout
+    return evaluate_model(model, cfg, out_dir, ctx, submit_dir, submit_exit,
                           show_dir=show_dir)

@@ -25,6 +25,7 @@ from .confidence import CRITERIA, ConfidenceMasks, copy_aggregate
 from .exits import make_exit, original_head
 from .hrnet import BLOCKS, BN_MOMENTUM, Bottleneck, apply_transition, batch_norm, make_layer, \
     make_stage, make_transition
+from .layout import is_channels_last
 from .resize import upsample_to
 from .masked_conv import MaskedConv2d, MaskSlot
 from .sparse import ExecutionPolicy, FoldedWeights, check_execution, has_break_even, \
@@ -227,7 +228,9 @@ class AnytimeHRNet(nn.Module):
             ExitState: exit 1's logits and what :meth:`next_exit` continues from.
         """
         sparse = self._runs_sparse(x.device)
-        if sparse:  # the sparse engine works on channels-last maps: start in that layout
+        # The sparse engine works on channels-last maps, and a model set up for inference
+        # (models.layout) has channels-last weights: start in that layout.
+        if sparse or is_channels_last(self.conv1):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))  # N x 64 x H/4 x W/4
@@ -267,12 +270,12 @@ class AnytimeHRNet(nn.Module):
         if not self.use_masks or self.execution == 'dense' or self.training \
                 or torch.is_grad_enabled():
             return False
-        if self.execution == 'auto' and not has_break_even(device.type):
+        if self.execution == 'auto' and not has_break_even(device):
             if device.type not in self._auto_reported_dense:
                 self._auto_reported_dense.add(device.type)
                 logger.info(f"MASK.EXECUTION 'auto' runs dense on {device.type}: no "
-                            f"break-even densities were measured there (see "
-                            f"models.sparse.calibrate)")
+                            f"break-even densities were measured there (measure them with "
+                            f"python tools/calibrate.py --device {device.type})")
             return False
         return True
 

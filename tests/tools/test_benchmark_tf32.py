@@ -115,7 +115,8 @@ def test_calibration_runs_with_the_key_and_prints_it(monkeypatch, capsys):
         return 0.5
     monkeypatch.setattr(calibrate, 'break_even', break_even)
     calibrate.main(['--threads', '1', 'CUDNN.ALLOW_TF32', 'False'])
-    assert seen == [OFF] * len(calibrate.LAYERS)
+    dtypes = calibrate.calibration_dtypes(torch.device('cpu'))  # float32 (and bfloat16)
+    assert seen == [OFF] * len(calibrate.LAYERS) * len(dtypes)
     assert f'TF32 {OFF}' in capsys.readouterr().out.splitlines()[0]
 
 

@@ -9,8 +9,10 @@ every exit, the figure an anytime user plans deadlines with.
 
 Masks are thresholded smooth noise of chosen density (``SmoothNoiseMasks``), so that
 random weights can be timed at the densities trained models produce. The times use the
-process's TF32 flags (CUDNN.ALLOW_TF32, as every tool sets them); the agreement between
-the modes is computed in full float32.
+process's TF32 flags (CUDNN.ALLOW_TF32, as every tool sets them) and, for each of
+``dtypes``, float32 or autocast to a reduced precision, interleaved with the others; the
+agreement between the modes is computed in full float32. The model runs as inference
+sets it up (channels-last, ``models.layout``), RH included.
 """
 import copy
 import statistics
@@ -24,6 +26,7 @@ from ..flops import FlopsCounter, anytime_flops, conv_multiply_adds
 from ..hrnet import apply_transition
 from ..model_anytime import NUM_EXITS, exit_input
 from .noise_masks import SmoothNoiseMasks
+from .tables import dtype_name
 
 MODES = ('dense', 'sparse', 'auto')
 
@@ -97,6 +100,14 @@ def logit_size(shape):
     return tuple(((s + 1) // 2 + 1) // 2 for s in shape[-2:])
 
 
+def in_dtype(fn, device, dtype):
+    """``fn`` run under autocast to ``dtype`` on ``device`` (as it is for float32)."""
+    def run():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            return fn()
+    return run
+
+
 def interleaved_medians(fns, warmup, repeats, device):
     """Median seconds of each function, timed in turns (warm-up rounds not counted)."""
     times = {name: [] for name in fns}
@@ -119,8 +130,9 @@ def max_relative_difference(got, ref, mask=None):
     return diff.max().item() / max(1.0, ref.abs().max().item())
 
 
-def benchmark_segments(model, x, densities, warmup=1, repeats=3, smoothness=16, log=print):
-    """Time segments 1-3 in every mode at every density.
+def benchmark_segments(model, x, densities, warmup=1, repeats=3, smoothness=16, log=print,
+                       dtypes=(torch.float32,)):
+    """Time segments 1-3 in every mode at every density, in each of ``dtypes``.
 
     Args:
         model (AnytimeHRNet): a masked model in eval mode.
@@ -128,26 +140,25 @@ def benchmark_segments(model, x, densities, warmup=1, repeats=3, smoothness=16, 
         densities (list[float]): mask densities to time.
         warmup, repeats (int): rounds discarded, rounds timed (median).
         smoothness (int): correlation length of the masks, in pixels at 1/4 resolution.
+        dtypes (sequence[torch.dtype]): float32 and/or autocast dtypes, timed interleaved.
     Returns:
-        list[dict]: one row per (segment, density) with times, ratios and agreement.
+        list[dict]: one row per (segment, density, dtype) with times, ratios and the
+        agreement (float32) of sparse and auto with dense.
     """
     device = x.device
     rows = []
     with torch.no_grad():
-        # As in the model: dense execution keeps PyTorch's default layout, the sparse
-        # engine works channels-last from the input on.
-        inputs = {'dense': _segment_inputs(model, x),
-                  'sparse': _segment_inputs(model, x.contiguous(memory_format=torch.channels_last))}
+        # Channels-last, as inference runs it (models.layout) and the sparse engine works.
+        inputs = _segment_inputs(model, x.contiguous(memory_format=torch.channels_last))
         size = logit_size(x.shape)
         for j in range(1, NUM_EXITS):
             modules = _segment_modules(model, j)
             full = SmoothNoiseMasks(x.shape[0], size, 1.0).to(device)
             dense_flops = count_multiply_adds(
-                segment_runner(model, j, inputs['dense'][j - 1], full, 'dense'), modules)
+                segment_runner(model, j, inputs[j - 1], full, 'dense'), modules)
             for d in densities:
                 masks = SmoothNoiseMasks(x.shape[0], size, d, smoothness, seed=j).to(device)
-                fns = {mode: segment_runner(model, j, inputs['sparse' if mode != 'dense' else
-                                                             'dense'][j - 1], masks, mode)
+                fns = {mode: segment_runner(model, j, inputs[j - 1], masks, mode)
                        for mode in MODES}
                 flops = count_multiply_adds(fns['dense'], modules)
                 agreement = 0.0
@@ -159,15 +170,21 @@ def benchmark_segments(model, x, densities, warmup=1, repeats=3, smoothness=16, 
                             got, ref, masks.at(ref.shape[-2:]))] + [
                             max_relative_difference(a, b)
                             for a, b in zip(got_branches, ref_branches)])
-                times = interleaved_medians(fns, warmup, repeats, device)
-                row = {'segment': j, 'density': d, 'flops_ratio': flops / dense_flops,
-                       'seconds': times, 'max_rel_diff': agreement}
-                for mode in ('sparse', 'auto'):
-                    row[f'{mode}_time_ratio'] = times[mode] / times['dense']
-                    row[f'{mode}_efficiency'] = (row[f'{mode}_time_ratio'] / row['flops_ratio']
-                                                 if row['flops_ratio'] > 0 else None)
-                rows.append(row)
-                log(format_segment_row(row))
+                times = interleaved_medians(
+                    {(mode, dtype): in_dtype(fn, device, dtype)
+                     for dtype in dtypes for mode, fn in fns.items()}, warmup, repeats, device)
+                for dtype in dtypes:
+                    row = {'segment': j, 'density': d, 'dtype': dtype_name(dtype),
+                           'flops_ratio': flops / dense_flops,
+                           'seconds': {mode: times[(mode, dtype)] for mode in MODES},
+                           'max_rel_diff': agreement}
+                    for mode in ('sparse', 'auto'):
+                        ratio = row['seconds'][mode] / row['seconds']['dense']
+                        row[f'{mode}_time_ratio'] = ratio
+                        row[f'{mode}_efficiency'] = (ratio / row['flops_ratio']
+                                                     if row['flops_ratio'] > 0 else None)
+                    rows.append(row)
+                    log(format_segment_row(row))
     return rows
 
 
@@ -178,22 +195,35 @@ def unmasked_copy(model):
     return rh
 
 
-def benchmark_end_to_end(model, x, densities, warmup=1, repeats=3, smoothness=16):
-    """Four-exit forward of every mode and of RH, with per-exit latencies.
+def run_name(name, dtype):
+    """A run of the end-to-end benchmark: 'auto' in float32, 'auto bfloat16' under
+    autocast."""
+    return name if dtype == torch.float32 else f'{name} {dtype_name(dtype)}'
+
+
+def benchmark_end_to_end(model, x, densities, warmup=1, repeats=3, smoothness=16,
+                         dtypes=(torch.float32,)):
+    """Four-exit forward of every mode and of RH, in each of ``dtypes``, with per-exit
+    latencies; all runs interleaved.
 
     Args:
         model (AnytimeHRNet): a masked model in eval mode.
         x (Tensor): 1 x 3 x H x W input.
         densities (list[float]): mask density of segments 1, 2, 3.
+        dtypes (sequence[torch.dtype]): float32 and/or autocast dtypes.
     Returns:
-        dict: per-exit latencies (medians) and total per mode, FLOPs ratio, agreement.
+        dict: per-exit latencies (medians) and total per run (:func:`run_name`), speed-ups
+        against dense and RH of the same dtype, FLOPs ratio, agreement (float32), and
+        ``best``: ADP-C ('auto') and RH each at its fastest dtype, and their ratio.
     """
     device = x.device
     masks = [SmoothNoiseMasks(x.shape[0], logit_size(x.shape), d, smoothness, seed=j).to(device)
              for j, d in enumerate(densities, start=1)]
     rh = unmasked_copy(model)
-    runs = {mode: (model, masks, mode) for mode in MODES}
-    runs['RH'] = (rh, None, 'dense')
+    runs = {}
+    for dtype in dtypes:
+        runs.update({run_name(mode, dtype): (model, masks, mode, dtype) for mode in MODES})
+        runs[run_name('RH', dtype)] = (rh, None, 'dense', dtype)
     latencies = {name: [] for name in runs}
     with torch.no_grad():
         conv_modules = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -206,16 +236,24 @@ def benchmark_end_to_end(model, x, densities, warmup=1, repeats=3, smoothness=16
                             for mode in ('sparse', 'auto')
                             for a, b in zip(_forward(model, x, masks, mode)[0], ref))
         for round_ in range(warmup + repeats):
-            for name, (net, m, mode) in runs.items():
-                _, stamps = _forward(net, x, m, mode)
+            for name, (net, m, mode, dtype) in runs.items():
+                _, stamps = in_dtype(lambda: _forward(net, x, m, mode), device, dtype)()
                 if round_ >= warmup:
                     latencies[name].append(stamps)
     medians = {name: [statistics.median(s[k] for s in stamps) for k in range(NUM_EXITS)]
                for name, stamps in latencies.items()}
-    return {'densities': list(densities), 'flops_ratio': flops / dense_flops,
-            'exit_latency_s': medians, 'seconds': {n: v[-1] for n, v in medians.items()},
-            'speedup_vs_dense': {n: medians['dense'][-1] / v[-1] for n, v in medians.items()},
-            'speedup_vs_rh': {n: medians['RH'][-1] / v[-1] for n, v in medians.items()},
+    seconds = {n: v[-1] for n, v in medians.items()}
+
+    def relative_to(base):
+        return {name: seconds[run_name(base, dtype)] / seconds[name]
+                for name, (_, _, _, dtype) in runs.items()}
+
+    adpc = min((run_name('auto', dtype) for dtype in dtypes), key=seconds.get)
+    rh_best = min((run_name('RH', dtype) for dtype in dtypes), key=seconds.get)
+    return {'densities': list(densities), 'dtypes': [dtype_name(d) for d in dtypes],
+            'flops_ratio': flops / dense_flops, 'exit_latency_s': medians, 'seconds': seconds,
+            'speedup_vs_dense': relative_to('dense'), 'speedup_vs_rh': relative_to('RH'),
+            'best': {'adpc': adpc, 'rh': rh_best, 'speedup': seconds[rh_best] / seconds[adpc]},
             'max_rel_diff': agreement}
 
 
@@ -286,7 +324,7 @@ def _efficiency(value):
 
 def format_segment_row(row):
     t = row['seconds']
-    return (f"segment {row['segment']}  density {row['density']:5.2f}  "
+    return (f"segment {row['segment']}  density {row['density']:5.2f}  {row['dtype']:8s}  "
             f"FLOPs {row['flops_ratio']:5.3f}  dense {t['dense']:7.3f}s  "
             f"sparse {t['sparse']:7.3f}s ({row['sparse_time_ratio']:5.3f}, "
             f"eff {_efficiency(row['sparse_efficiency'])})  auto {t['auto']:7.3f}s "
@@ -296,12 +334,13 @@ def format_segment_row(row):
 
 def segment_table(rows):
     """Markdown table of ``benchmark_segments``' rows."""
-    lines = ['| segment | density | FLOPs ratio | dense s | sparse s | sparse time ratio | '
-             'sparse efficiency | auto s | auto time ratio | auto efficiency |',
-             '|---|---|---|---|---|---|---|---|---|---|']
+    lines = ['| segment | density | dtype | FLOPs ratio | dense s | sparse s | sparse time ratio '
+             '| sparse efficiency | auto s | auto time ratio | auto efficiency |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         t = r['seconds']
-        lines.append(f"| {r['segment']} | {r['density']:.2f} | {r['flops_ratio']:.3f} | "
+        lines.append(f"| {r['segment']} | {r['density']:.2f} | {r['dtype']} | "
+                     f"{r['flops_ratio']:.3f} | "
                      f"{t['dense']:.3f} | {t['sparse']:.3f} | {r['sparse_time_ratio']:.3f} | "
                      f"{_efficiency(r['sparse_efficiency'])} | {t['auto']:.3f} | "
                      f"{r['auto_time_ratio']:.3f} | {_efficiency(r['auto_efficiency'])} |")
@@ -310,10 +349,18 @@ def segment_table(rows):
 
 def end_to_end_table(result):
     """Markdown table of ``benchmark_end_to_end``'s per-exit latencies."""
-    lines = ['| execution | exit 1 s | exit 2 s | exit 3 s | exit 4 s | speed-up vs dense | '
-             'speed-up vs RH |', '|---|---|---|---|---|---|---|']
+    lines = ['| run | exit 1 s | exit 2 s | exit 3 s | exit 4 s | speed-up vs dense | '
+             'speed-up vs RH (same dtype) |', '|---|---|---|---|---|---|---|']
     for name, lat in result['exit_latency_s'].items():
         lines.append(f"| {name} | " + ' | '.join(f'{v:.3f}' for v in lat) +
                      f" | {result['speedup_vs_dense'][name]:.2f} | "
                      f"{result['speedup_vs_rh'][name]:.2f} |")
     return '\n'.join(lines)
+
+
+def best_line(result):
+    """ADP-C and RH each at its best dtype, and how much faster ADP-C is."""
+    best, seconds = result['best'], result['seconds']
+    return (f"ADP-C at its best ({best['adpc']}): {seconds[best['adpc']]:.3f}s; RH at its best "
+            f"({best['rh']}, channels-last): {seconds[best['rh']]:.3f}s; ADP-C is "
+            f"{best['speedup']:.2f}x RH")

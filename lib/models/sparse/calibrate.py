@@ -1,19 +1,21 @@
 """Measure the break-even densities of 'auto' (MASK.EXECUTION) on the current device.
 
 For representative masked layers (HRNet-W48 shapes at 512x1024 input) it times the
-engine's sparse and dense layer at growing mask densities and reports the density at
-which sparse stops being faster. ``policy.BREAK_EVEN['cpu']`` holds the figures measured
-this way on a 2-core CPU:
+engine's sparse and dense layer at mask densities chosen by bisection and finds the
+density at which sparse stops being faster, in float32 and, where the device computes
+it natively, in the autocast dtype (bfloat16 on a CPU with bfloat16 units, float16 on
+CUDA). The tables go into the user's cache (``models.sparse.tables``), keyed by device,
+torch version, dtype and threads, where 'auto' finds them:
 
-    python -m models.sparse.calibrate [--device cuda] [--threads N] [KEY VALUE ...]   # from lib/
+    python tools/calibrate.py [--device cuda] [--threads N] [KEY VALUE ...]
 
 The layers run with the CUDNN keys of the defaults and the ``KEY VALUE`` overrides (TF32
 convolutions on CUDA unless ``CUDNN.ALLOW_TF32 False``), as training and evaluation do;
-the first line printed says which. On another device type the figures it prints go
-into ``policy.BREAK_EVEN`` under that type ('auto' runs every layer dense on a device
-type with no entry).
+the first line printed says which. It takes tens of seconds on a 2-core CPU in float32
+(the wide 1x1 layer dominates), seconds on a GPU.
 """
 import argparse
+import time
 from functools import partial
 
 import torch
@@ -21,13 +23,15 @@ import torch.nn as nn
 
 from config import default_config, merge_opts
 from utils.launch import add_overrides_argument, parse_command_line
-from utils.runtime import apply_cudnn, device_name, tf32_flags
+from utils.runtime import amp_dtype, apply_cudnn, device_name, reduced_precision_units, \
+    tf32_flags
 from ..masked_conv import MaskedConv2d, MaskSlot
 from .benchmark import interleaved_medians
 from .engine import SegmentEngine
 from .kernels import channels_last
 from .noise_masks import SmoothNoiseMasks
 from .policy import ExecutionPolicy
+from .tables import dtype_name, machine_key, store_table
 
 # (kernel, C_in, C_out, h, w): 3x3 branch convs of W48 at 512x1024, and 1x1 head convs.
 LAYERS = [(3, 48, 48, 128, 256), (3, 96, 96, 64, 128), (3, 192, 192, 32, 64),
@@ -37,16 +41,21 @@ DENSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CHANNEL_LIMITS = {3: (64, 128, 256, None), 1: (256, None)}
 
 
-def break_even(kernel, c_in, c_out, h, w, densities=DENSITIES, repeats=5, device='cpu'):
-    """Highest density at which the sparse layer is still faster than the dense one."""
+def break_even(kernel, c_in, c_out, h, w, densities=DENSITIES, repeats=3, device='cpu'):
+    """Highest of ``densities`` at which the sparse layer is still faster than the dense
+    one (0 for none), found by bisection: sparse pays off below a density and not above
+    it, so about log2(len(densities)) of them are timed."""
     device = torch.device(device)
     conv = MaskedConv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False,
                         slot=MaskSlot()).to(device)
     bn = nn.BatchNorm2d(c_out).to(device).eval()
     x = channels_last(torch.randn(1, c_in, h, w, device=device))
-    best = 0.0
+    densities = sorted(densities)
+    faster, slower = -1, len(densities)  # indices known faster / not faster
     with torch.no_grad():
-        for d in densities:
+        while slower - faster > 1:
+            i = (faster + slower) // 2
+            d = densities[i]
             masks = SmoothNoiseMasks(1, (h, w), d, smoothness=max(2, h // 8)).to(device)
             # One engine per density: a segment builds its geometry once for all its
             # layers, so the per-layer comparison leaves that cost out.
@@ -55,10 +64,29 @@ def break_even(kernel, c_in, c_out, h, w, densities=DENSITIES, repeats=5, device
             t = interleaved_medians({mode: partial(engine.conv, conv, bn, x, relu=True)
                                      for mode, engine in engines.items()}, 1, repeats, device)
             if t['sparse'] < t['dense']:
-                best = d
+                faster = i
+            else:
+                slower = i
             print(f'  k{kernel} {c_in}->{c_out} {h}x{w} density {d:.1f}: sparse '
                   f"{t['sparse'] * 1e3:.2f} ms, dense {t['dense'] * 1e3:.2f} ms")
-    return best
+    return densities[faster] if faster >= 0 else 0.0
+
+
+def calibrate(device, dtype=torch.float32, layers=LAYERS):
+    """Break-even table of ``device`` (torch.device) computing in ``dtype`` (under autocast
+    unless float32), as 'auto' takes it (see :func:`policy_entry`)."""
+    measured = []
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        for layer in layers:
+            measured.append((layer, break_even(*layer, device=device)))
+            print(f'break-even of k{layer[0]} {layer[1]}->{layer[2]} at {layer[3]}x{layer[4]}'
+                  f' in {dtype_name(dtype)}: {measured[-1][1]:.1f}')
+    return policy_entry(measured)
+
+
+def calibration_dtypes(device):
+    """float32, and the autocast dtype where ``device`` computes it natively."""
+    return [torch.float32] + ([amp_dtype(device)] if reduced_precision_units(device) else [])
 
 
 def policy_key(kernel, c_out):
@@ -100,15 +128,16 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f'torch {torch.__version__}, {device_name(device)}, {torch.get_num_threads()} '
-          f'threads, TF32 {tf32_flags()}')
-    measured = []
-    for layer in LAYERS:
-        measured.append((layer, break_even(*layer, device=args.device)))
-        print(f'break-even of k{layer[0]} {layer[1]}->{layer[2]} at {layer[3]}x{layer[4]}: '
-              f'{measured[-1][1]:.1f}')
-    device_type = torch.device(args.device).type
-    print(f'for lib/models/sparse/policy.py: BREAK_EVEN[{device_type!r}] = '
-          f'{policy_entry(measured)}')
+          f'threads, TF32 {tf32_flags()}, reduced precision units: '
+          f'{reduced_precision_units(device) or "none (only float32 is measured)"}')
+    for dtype in calibration_dtypes(device):
+        start = time.perf_counter()
+        table = calibrate(device, dtype)
+        seconds = time.perf_counter() - start
+        key = machine_key(device, dtype)
+        path = store_table(key, table, seconds)
+        print(f'{key}: {table} ({seconds:.0f} s)' +
+              (f', cached in {path}' if path else ', not cached (see the warning)'))
 
 
 if __name__ == '__main__':

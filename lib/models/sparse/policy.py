@@ -6,29 +6,22 @@
 - 'auto': per layer, sparse when the mask density is below the break-even density of
   that layer's kind on the current device, dense (channels-last, BN folded) above it.
 
-The break-even densities below were measured with ``models.sparse.calibrate`` on a 2-core
-CPU (torch 2.13, 2 threads); wide layers pay off up to higher densities than narrow ones,
-whose GEMMs are less efficient. On a device type without an entry (CUDA until it is
-calibrated) 'auto' means 'dense': the engine's dense layers would still pay for its
-layout conversions, host synchronisations and sparse products, unmeasured.
+The break-even densities are measured where the model runs (``tools/calibrate.py``,
+cached per device, dtype, threads and torch version) or shipped; ``models.sparse.tables``
+says which apply. On a device with neither (CUDA until it is calibrated) 'auto' means
+'dense': the engine's dense layers would still pay for its layout conversions, host
+synchronisations and sparse products, unmeasured.
 """
+# BREAK_EVEN: the shipped tables, under the name that calibration's output refers to.
+from .tables import SHIPPED as BREAK_EVEN, break_even_table  # noqa: F401
 
 EXECUTION_MODES = ('dense', 'sparse', 'auto')
 
-# Per device type: (kernel size, up to this many output channels) -> density below which
-# a sparse layer beats the engine's dense layer; the first matching entry applies.
-# Each lies halfway between the last measured density where sparse was faster and the
-# first where it was not. A device type measured with ``models.sparse.calibrate`` gets
-# its own entry here.
-BREAK_EVEN = {
-    'cpu': {(3, 64): 0.55, (3, 128): 0.65, (3, 256): 0.75, (3, None): 0.85,
-            (1, 256): 0.75, (1, None): 0.65},
-}
 
-
-def has_break_even(device_type):
-    """Were break-even densities measured for ``device_type`` ('cpu', 'cuda', ...)?"""
-    return device_type in BREAK_EVEN
+def has_break_even(device):
+    """Are there break-even densities for ``device`` (torch.device) in the dtype the
+    engine computes in now (measured on this machine, or shipped)?"""
+    return break_even_table(device) is not None
 
 
 class ExecutionPolicy:
@@ -50,8 +43,9 @@ class ExecutionPolicy:
 
     @classmethod
     def for_device(cls, mode, device):
-        """The policy of ``mode`` with the break-even densities measured for ``device``."""
-        return cls(mode, BREAK_EVEN.get(device.type))
+        """The policy of ``mode`` with the break-even densities of ``device`` (torch.device)
+        in the dtype the engine computes in now (see ``models.sparse.tables``)."""
+        return cls(mode, break_even_table(device) if mode == 'auto' else None)
 
     def sparse(self, conv, density):
         """Run ``conv`` sparse at mask ``density``?"""
