@@ -26,6 +26,7 @@ from models.model_anytime import build_model
 from models.sparse.benchmark import benchmark_end_to_end, benchmark_evaluation, \
     benchmark_segments, end_to_end_table, segment_table
 from utils.checkpoint import load_model_weights
+from utils.io import atomic_write_text, check_writable
 from utils.launch import add_overrides_argument, comma_floats, parse_command_line, \
     reporting_user_errors
 from utils.runtime import apply_cudnn, device_name, tf32_flags
@@ -70,6 +71,8 @@ def main():
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     args = parse_args()
     cfg = update_config(config.clone(), args)
+    if args.json:
+        check_writable(args.json, '--json', is_file=True)
     if not cfg.MASK.USE:
         raise SystemExit(f'{args.cfg}: MASK.USE is off; the execution modes only differ for '
                          f'masked models (add MASK.USE True)')
@@ -122,8 +125,7 @@ def main():
               f"{ev['forward_and_hooks']:.3f}s")
         result['evaluation'] = ev
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=1)
+        atomic_write_text(args.json, json.dumps(result, indent=1))
     parts = result.get('segments', []) + [result[k] for k in ('end_to_end',) if k in result]
     if not parts:
         return

@@ -8,6 +8,7 @@ import argparse
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 from datasets.lists import LIST_DIR
 from datasets.synthetic import generate_synthetic_cityscapes
+from utils.io import check_writable
 from utils.launch import reporting_user_errors
 
 
@@ -21,6 +22,7 @@ def main():
     parser.add_argument('--width', type=int, default=512, help='image width (512)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (0)')
     args = parser.parse_args()
+    check_writable(args.root, '--root')
     counts = generate_synthetic_cityscapes(
         args.root, num_train=args.train, num_val=args.val, num_test=args.test,
         height=args.height, width=args.width, seed=args.seed, progress=True)

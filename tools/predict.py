@@ -16,6 +16,7 @@ import argparse
 import _init_paths  # noqa: F401
 import torch
 
+from utils.io import check_writable
 from utils.launch import parse_command_line, reporting_user_errors
 from anytime.predict import add_model_arguments, model_from_args, predict_files
 
@@ -32,6 +33,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_writable(args.out, '--out')
     _, model = model_from_args(args)
     predict_files(model, args.image, args.out, torch.device(args.device), args.budget_ms,
                   args.profile)

@@ -14,6 +14,7 @@ import argparse
 import _init_paths  # noqa: F401
 
 import datasets
+from utils.io import check_writable
 from utils.launch import parse_command_line, reporting_user_errors
 from anytime.predict import add_model_arguments, model_from_args
 from evaluation.panels import panels_of_dataset, panels_of_files
@@ -31,6 +32,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_writable(args.out, '--out')
     cfg, model = model_from_args(args)
     if args.images:
         panels_of_files(model, args.images, args.out, cfg.TRAIN.IGNORE_LABEL)

@@ -7,7 +7,6 @@ import logging
 import os
 import time
 
-import cv2
 import torch
 
 import models
@@ -18,6 +17,7 @@ from datasets.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize, \
 from datasets.loaders import pad_to_multiple
 from utils.checkpoint import load_model_weights
 from utils.errors import DataError
+from utils.io import atomic_write_png
 from utils.run_dir import FINAL_STATE, RUN_CONFIG
 from utils.launch import add_overrides_argument
 from utils.runtime import apply_cudnn, sync
@@ -81,11 +81,10 @@ def load_model(cfg, cfg_path, device):
 def write_prediction(labels, out_dir, name):
     """Write H x W trainIds as ``<name>_color.png`` (Cityscapes palette) and
     ``<name>_labelIds.png`` (Cityscapes labelIds). Returns the two paths."""
-    os.makedirs(out_dir, exist_ok=True)
     color = os.path.join(out_dir, f'{name}_color.png')
     ids = os.path.join(out_dir, f'{name}_labelIds.png')
-    cv2.imwrite(color, colorize(labels)[:, :, ::-1])
-    cv2.imwrite(ids, train_ids_to_label_ids(labels))
+    atomic_write_png(color, colorize(labels)[:, :, ::-1])
+    atomic_write_png(ids, train_ids_to_label_ids(labels))
     return color, ids
 
 

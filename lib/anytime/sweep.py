@@ -26,7 +26,7 @@ from models.confidence import ConfidenceMasks
 from models.flops import FlopsCounter
 from models.model_anytime import NUM_EXITS
 from utils.distributed import all_reduce
-from utils.io import atomic_write_text
+from utils.io import atomic_write, atomic_write_text, check_writable
 from utils.logger import progress, setup_logger
 from utils.runtime import apply_cudnn, device_name, sync, tf32_flags
 from .predict import load_model
@@ -227,7 +227,7 @@ def plot_sweep(rows, path, compare=(), title=None):
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=9, loc='lower right')
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format='png'))
     plt.close(fig)
 
 
@@ -291,19 +291,20 @@ def run_sweep(cfg, cfg_path, ctx, thresholds, criterion=None, out_dir=None, comp
     """
     run_dir, model_file = resolve_test_paths(cfg, cfg_path)
     check_evaluation_inputs(cfg)  # before anything is written
-    check_evaluation_inputs(cfg)  # before anything is written
     if ctx.is_main:
         out_dir = out_dir or free_directory(os.path.join(run_dir, 'sweep'))
-    stem = os.path.splitext(os.path.basename(cfg_path))[0]
-    setup_logger(out_dir or run_dir, stem, 'sweep', ctx.is_main)
+        check_writable(out_dir, '--out')
     cfg = cfg.clone()
     cfg.defrost()
     cfg.TEST.MODEL_FILE = model_file
     cfg.freeze()
     criterion = criterion or cfg.MASK.CRIT
     references = [read_compare(d) for d in compare]
+    setup_logger(None, None, 'sweep', ctx.is_main)  # console only, until the weights load
     apply_cudnn(cfg)
     model, weights = load_model(cfg, cfg_path, ctx.device)
+    stem = os.path.splitext(os.path.basename(cfg_path))[0]
+    setup_logger(out_dir or run_dir, stem, 'sweep', ctx.is_main)
     if not model.use_masks:
         logger.warning('MASK.USE is off: the threshold does not apply to this model; '
                        'writing its single point')

@@ -11,12 +11,12 @@ import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 
 from datasets.labels import CITYSCAPES_CLASSES, train_ids_to_label_ids
 from datasets.lists import IMAGE_SUFFIX
 from utils.errors import RunDirectoryError
+from utils.io import atomic_write_png
 
 # PNG encoding of a 1024 x 2048 map takes tens of milliseconds; OpenCV releases the GIL
 # while encoding, so a few threads keep the accelerator from waiting for it.
@@ -49,9 +49,8 @@ def label_id_map(train_ids):
 
 
 def write_png(path, image):
-    """Write a uint8 H x W array as a PNG, raising OSError when OpenCV cannot."""
-    if not cv2.imwrite(path, image):
-        raise OSError(f'OpenCV could not write {path}')
+    """Write a uint8 H x W array as a PNG, atomically (``utils.io.atomic_write_png``)."""
+    atomic_write_png(path, image)
 
 
 class SubmissionWriter:

@@ -10,7 +10,7 @@ nothing above it) and are the same classes here.
 from config.errors import ConfigError, UserError
 
 __all__ = ['UserError', 'ConfigError', 'DataError', 'CheckpointError', 'LaunchError',
-           'RunDirectoryError', 'Interrupted']
+           'RunDirectoryError', 'OutputError', 'Interrupted']
 
 
 class DataError(UserError):
@@ -53,3 +53,8 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, message, continue_with=()):
         super().__init__(message)
         self.message, self.continue_with = message, list(continue_with)
+
+
+class OutputError(UserError):
+    """A file or folder cannot be written: no permission, a read-only or full disk, a
+    path through a file. What the destination held before is left as it was."""
