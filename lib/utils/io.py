@@ -38,7 +38,9 @@ def _create_temporary(folder, name):
 
 # What the machine answers to a write it refuses: reported as one line, not as a bug.
 WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
-                          errno.EDQUOT, errno.EFBIG, errno.ENOTDIR, errno.ENOENT, errno.EIO})
+                          errno.EDQUOT, errno.EFBIG, errno.ENOTDIR, errno.ENOENT, errno.EIO,
+                          errno.EEXIST})
+IN_THE_WAY_ERRNOS = frozenset({errno.ENOTDIR, errno.EEXIST})  # a file where a folder goes
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
@@ -46,6 +48,8 @@ def _advice(error, option=None):
     other = f'another {option}' if option else 'another folder'
     if error.errno in FULL_ERRNOS:
         return f'free space on that disk, or choose {other} on another disk'
+    if error.errno in IN_THE_WAY_ERRNOS:
+        return f'a file stands where a folder must be: move it away, or choose {other}'
     return f'make it writable, or choose {other} you can write'
 
 
@@ -57,9 +61,9 @@ def output_error(error, path=None):
     Args:
         error (BaseException): the exception.
         path (str or None): the file being written; None: the file ``error`` names, of an
-            access not known to be a write (a missing file then stays a bug).
+            access not known to be a write (a missing or existing file then stays a bug).
     """
-    known = WRITE_ERRNOS if path else WRITE_ERRNOS - {errno.ENOENT}
+    known = WRITE_ERRNOS if path else WRITE_ERRNOS - {errno.ENOENT, errno.EEXIST}
     if not isinstance(error, OSError) or error.errno not in known:
         return None
     reason = error.strerror or str(error)
