@@ -55,7 +55,7 @@ def model_file(cfg, cfg_path):
 def main():
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     args = parse_args()
-    cfg = update_config(config, args)
+    cfg = update_config(config.clone(), args)
     if args.json:
         check_writable(args.json, '--json', is_file=True)
     if args.image:
