@@ -304,8 +304,7 @@ def _train_run(cfg, cfg_path, ctx, out_dir, phases, val_loader, progress, purge_
         # Weights first, before DistributedDataParallel copies rank 0's to the others.
         state = restore_model(checkpoint, checkpoint_path, full_model)
         progress.saved_epochs = state.epoch
-        logger.info(f'resuming from {checkpoint_path}: {state.epoch} epoch(s) done, '
-                    f'{state.iteration} steps, best mean mIoU {state.best_miou * 100:.2f}')
+        logger.info(f'resuming from {checkpoint_path}: {state.summary()}')
     elif os.path.isfile(checkpoint_path):
         logger.warning(f'{checkpoint_path} exists and will be overwritten (set AUTO_RESUME '
                        'True to continue that run instead)')
