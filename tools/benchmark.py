@@ -43,7 +43,7 @@ def set_rbf_lambda(model, value):
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cfg', required=True, help='experiment YAML of a masked model')
     parser.add_argument('--shape', type=int, nargs=2, default=(512, 1024), metavar=('H', 'W'))
     parser.add_argument('--densities', type=comma_floats, default=[0.1, 0.25, 0.5],

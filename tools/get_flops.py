@@ -32,7 +32,7 @@ from utils.run_dir import FINAL_STATE, RUN_CONFIG
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cfg', required=True, help='experiment YAML')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input size; default TEST.IMAGE_SIZE (given there as [w, h])')

@@ -17,7 +17,7 @@ from utils.launch import reporting_user_errors
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--root', required=True,
                         help='data root containing cityscapes/ (DATASET.ROOT)')
     args = parser.parse_args()

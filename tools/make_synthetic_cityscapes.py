@@ -13,7 +13,7 @@ from utils.launch import reporting_user_errors
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--root', required=True, help='data root to create (DATASET.ROOT)')
     parser.add_argument('--train', type=int, default=24, help='training images (24)')
     parser.add_argument('--val', type=int, default=8, help='validation images (8)')

@@ -22,7 +22,7 @@ from anytime.predict import add_model_arguments, model_from_args, predict_files
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--image', nargs='+', required=True, help='image files')
     parser.add_argument('--out', required=True, help='folder of the PNGs')
     parser.add_argument('--budget-ms', type=float, help='time budget per image')

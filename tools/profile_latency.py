@@ -27,7 +27,7 @@ from anytime.predict import add_model_arguments, model_from_args
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     add_model_arguments(parser, cfg_help='experiment YAML (TEST.MODEL_FILE optional: speed '
                                          'does not depend on the weights)')
     parser.add_argument('--shape', type=int, nargs=2, default=(512, 1024), metavar=('H', 'W'))

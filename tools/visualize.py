@@ -21,7 +21,7 @@ from evaluation.panels import panels_of_dataset, panels_of_files
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--images', nargs='+', help='image files')
     source.add_argument('--num', type=int, help='first N images of DATASET.TEST_SET')
