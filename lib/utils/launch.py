@@ -134,7 +134,7 @@ def launch(fn, args):
 
 def _run(fn, args):
     cfg = update_config(config.clone(), args)
-    ctx = init_distributed(args.local_rank, cfg.GPUS)
+    ctx = init_distributed(args.local_rank, cfg.GPUS, gpus_typed='GPUS' in args.opts[::2])
     try:
         result = fn(cfg, args.cfg, ctx)
     except BaseException:
