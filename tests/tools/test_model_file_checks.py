@@ -11,6 +11,8 @@ import torch
 from config import config, update_config
 from models import get_seg_model
 from test_unwritable_outputs import SMALL, TINY, data_root, run_tool  # noqa: F401 (fixture)
+# torch's error recorder cannot enable faulthandler on pytest's captured stderr.
+pytestmark = pytest.mark.filterwarnings('ignore:Unable to enable fault handler')
 
 
 def tiny_config(*opts):

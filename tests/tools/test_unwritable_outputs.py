@@ -9,6 +9,7 @@ for every user), and a folder whose file creations fail with EROFS (``os.open``
 patched), in which a tool that made folders before its check would leave them.
 """
 import errno
+import logging
 import os
 import runpy
 import sys
@@ -19,9 +20,15 @@ import pytest
 import torch
 
 from datasets.synthetic import generate_synthetic_cityscapes
+from utils.logger import FILE_ONLY
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'utils'))
+from full_disk import FullDisk  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = os.path.join(ROOT, 'tools')
+# torch's error recorder cannot enable faulthandler on pytest's captured stderr.
+pytestmark = pytest.mark.filterwarnings('ignore:Unable to enable fault handler')
 TINY = os.path.join(ROOT, 'experiments', 'synthetic', 'tiny_adpc.yaml')
 SMALL = ['TRAIN.IMAGE_SIZE', '[64,32]', 'TEST.IMAGE_SIZE', '[64,32]', 'TRAIN.BASE_SIZE', '64',
          'TEST.BASE_SIZE', '64', 'TRAIN.BATCH_SIZE_PER_GPU', '1', 'WORKERS', '0']
@@ -40,11 +47,20 @@ def run_tool(argv, monkeypatch, capsys):
     monkeypatch.syspath_prepend(TOOLS)
     monkeypatch.setattr(sys, 'argv', list(argv))
     monkeypatch.delenv('ADPC_DEBUG', raising=False)
+    loggers = [logging.getLogger(), logging.getLogger(FILE_ONLY)]
+    before = [(list(log.handlers), log.level) for log in loggers]
     try:
         runpy.run_path(os.path.join(TOOLS, argv[0]), run_name='__main__')
         status = 0
     except SystemExit as e:
         status = e.code
+    finally:  # the tool's log handlers end with it, as they do with its process
+        for log, (handlers, level) in zip(loggers, before):
+            for handler in list(log.handlers):
+                if handler not in handlers:
+                    log.removeHandler(handler)
+                    handler.close()
+            log.setLevel(level)
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -128,31 +144,6 @@ def test_an_unwritable_output_folder_is_one_line_before_any_work(tool, unwritabl
     assert 'Traceback' not in stdout + stderr
     assert snapshot(guarded) == before  # nothing made in (or under) the folder
     assert not (tmp_path / 'results').exists()  # nor anywhere else
-
-
-class FullDisk:
-    """A file on a disk that fills up after ``room`` bytes: later writes fail with
-    ENOSPC, as they would, once part of the file is on disk."""
-
-    def __init__(self, f, room):
-        self._f, self.room = f, room
-
-    def write(self, data):
-        if len(data) > self.room:
-            self._f.write(bytes(data[:self.room]))
-            self.room = 0
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.room -= len(data)
-        return self._f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._f.close()
 
 
 def test_a_checkpoint_save_that_fills_the_disk_keeps_the_last_checkpoint(

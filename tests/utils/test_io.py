@@ -11,6 +11,7 @@ from utils.errors import OutputError
 from utils.io import atomic_torch_save, atomic_write_text, check_writable, output_error, \
     run_directory, save_json, tensorboard_directory
 from utils.logger import setup_logger
+from full_disk import FullDisk  # beside this file
 
 
 def test_atomic_save_replaces_the_file(tmp_path):
@@ -53,31 +54,6 @@ def test_run_directory_is_output_dataset_cfg_stem():
     assert tensorboard_directory(cfg, 'a/w48.yaml') == os.path.join('output', 'cityscapes', 'w48')
     cfg.LOG_DIR = 'log'
     assert tensorboard_directory(cfg, 'a/w48.yaml') == os.path.join('log', 'cityscapes', 'w48')
-
-
-class FullDisk:
-    """A binary file on a disk with ``room`` bytes left: the write that crosses it puts
-    what fits on disk and fails with ENOSPC."""
-
-    def __init__(self, f, room):
-        self._f, self.room = f, room
-
-    def write(self, data):
-        if len(data) > self.room:
-            self._f.write(bytes(data[:self.room]))
-            self.room = 0
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.room -= len(data)
-        return self._f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._f.close()
 
 
 def test_a_full_disk_inside_torch_save_is_named_and_keeps_the_previous_file(tmp_path,
@@ -123,9 +99,21 @@ def test_only_refusals_of_the_machine_become_one_line():
     assert str(vanished).startswith('cannot write /r/x.png (No such file)')
 
 
-def test_a_log_file_the_disk_refuses_is_one_warning(tmp_path, capsys):
+@pytest.fixture
+def root_logger():
+    """The root logger's handlers as they were, after a test that sets up its own."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield root
+    for handler in list(root.handlers):
+        if handler not in before:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def test_a_log_file_the_disk_refuses_is_one_warning(tmp_path, capsys, root_logger):
     log_file = setup_logger(str(tmp_path), 'run', 'test')
-    handler = next(h for h in logging.getLogger().handlers if getattr(h, 'baseFilename', None))
+    handler = next(h for h in root_logger.handlers if getattr(h, 'baseFilename', None))
 
     class Refusing:
         def write(self, text):
