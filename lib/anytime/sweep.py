@@ -191,7 +191,8 @@ def label_groups(points, to_pixels, min_gap_px=LABEL_GAP_PX):
     that group, so that labels of nearby thresholds never print over each other.
 
     Args:
-        points (list[tuple]): (x, y, threshold) in data coordinates, in curve order.
+        points (list[tuple]): (x, y, threshold) in data coordinates; grouped in the
+            order of their thresholds, the order of the curve.
         to_pixels (callable): (N, 2) data coordinates -> (N, 2) figure pixels.
         min_gap_px (float): how far apart two labelled points must be.
 

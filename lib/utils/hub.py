@@ -4,7 +4,9 @@ Hugging Face Hub, as timm names its weights (e.g. ``hf-hub:timm/hrnet_w48.ms_in1
 The download goes through the optional ``huggingface_hub`` package, imported only when
 such a name is used, into its cache (``HF_HOME``, by default ``~/.cache/huggingface``):
 the first run downloads, later runs (and runs without network, once cached) read the
-cached file.
+cached file. Without network and without a cached copy, one connection attempt of at
+most a few seconds tells, and the error says so in one line (the client itself would
+retry for half a minute, printing a warning each time).
 """
 import contextlib
 import logging
