@@ -75,8 +75,9 @@ def output_error(error, path=None):
 
 def check_writable(path, option, is_file=False):
     """Refuse an output path that cannot be written, before any work and without
-    creating anything: the deepest existing folder on its way must be a folder, accept a
-    new file (a probe, removed at once) and have free space.
+    creating or touching anything: the deepest existing folder on its way must be a
+    folder that this user may write (read-only mounts refuse root too) on a disk with
+    free space.
 
     Args:
         path (str): the folder a tool writes into (created if needed), or with
@@ -98,14 +99,13 @@ def check_writable(path, option, is_file=False):
     if not os.path.isdir(existing):
         raise OutputError(f'{refused}{existing} is a file, not a folder: choose another {option}')
     where = existing if existing == folder else f'{existing}, where it would be made,'
-    try:
-        fd, probe = _create_temporary(existing, 'write-check')
-        os.close(fd)
-        os.remove(probe)
-        space = os.statvfs(existing) if hasattr(os, 'statvfs') else None
-    except OSError as e:
-        raise OutputError(f'{refused}{where} refuses new files ({e.strerror or e}): '
-                          f'{_advice(e, option)}') from None
+    space = os.statvfs(existing) if hasattr(os, 'statvfs') else None
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = space is not None and space.f_flag & os.ST_RDONLY
+        error = OSError(errno.EROFS if read_only else errno.EACCES, '')
+        reason = 'a read-only file system' if read_only else 'no write permission'
+        raise OutputError(f'{refused}{where} refuses new files ({reason}): '
+                          f'{_advice(error, option)}')
     if space is not None and space.f_blocks > 0 and space.f_bavail == 0:
         raise OutputError(f'{refused}the disk of {existing} is full: '
                           f'{_advice(OSError(errno.ENOSPC, ""), option)}')

@@ -115,20 +115,29 @@ def unwritable(request, tmp_path, monkeypatch):
         return str(blocker / 'out'), blocker
     locked = tmp_path / 'locked'
     locked.mkdir()
-    real_open = os.open
+    real_open, real_access = os.open, os.access
+
+    def inside(path):
+        return os.path.abspath(path).startswith(str(locked))
 
     def read_only_open(path, flags, *args, **kwargs):
-        if os.path.abspath(path).startswith(str(locked)) and flags & os.O_CREAT:
+        if inside(path) and flags & os.O_CREAT:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
         return real_open(path, flags, *args, **kwargs)
+
+    def read_only_access(path, mode, *args, **kwargs):
+        return not (inside(path) and mode & os.W_OK) and real_access(path, mode, *args, **kwargs)
     monkeypatch.setattr(os, 'open', read_only_open)
+    monkeypatch.setattr(os, 'access', read_only_access)
     return str(locked / 'out'), locked
 
 
 def snapshot(folder):
+    """What a folder holds and when it last changed (a file: its text)."""
     if folder.is_file():
         return folder.read_text()
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob('*'))
+    return os.stat(folder).st_mtime_ns, sorted(str(p.relative_to(folder))
+                                               for p in folder.rglob('*'))
 
 
 @pytest.mark.parametrize('tool', list(TOOL_LINES))

@@ -73,8 +73,10 @@ def test_a_full_disk_inside_torch_save_is_named_and_keeps_the_previous_file(tmp_
 
 
 def test_check_writable_creates_nothing_and_names_what_blocks(tmp_path, monkeypatch):
+    touched = os.stat(tmp_path).st_mtime_ns
     check_writable(str(tmp_path / 'a' / 'b'), '--out')  # may be made: fine
-    assert os.listdir(tmp_path) == []
+    check_writable(str(tmp_path), 'OUTPUT_DIR')
+    assert os.listdir(tmp_path) == [] and os.stat(tmp_path).st_mtime_ns == touched
     (tmp_path / 'f').write_text('x')
     with pytest.raises(OutputError, match=r'cannot write .*f/sub \(--out\): .*/f is a file, not '
                                           r'a folder: choose another --out'):
