@@ -33,7 +33,7 @@ from models.model_anytime import build_model
 from models.sparse.benchmark import benchmark_end_to_end, benchmark_evaluation, \
     benchmark_segments, best_line, dtype_name, end_to_end_table, segment_table
 from utils.checkpoint import load_model_weights
-from utils.io import atomic_write_text
+from utils.io import atomic_write_text, check_writable
 from utils.launch import add_overrides_argument, comma_floats, parse_command_line, \
     reporting_user_errors
 from utils.runtime import amp_dtype, apply_cudnn, device_name, reduced_precision_units, \
@@ -51,7 +51,7 @@ def set_rbf_lambda(model, value):
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cfg', required=True, help='experiment YAML of a masked model')
     parser.add_argument('--shape', type=int, nargs=2, default=(512, 1024), metavar=('H', 'W'))
     parser.add_argument('--densities', type=comma_floats, default=[0.1, 0.25, 0.5],
@@ -81,6 +81,8 @@ def main():
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     args = parse_args()
     cfg = update_config(config.clone(), args)
+    if args.json:
+        check_writable(args.json, '--json', is_file=True)
     if not cfg.MASK.USE:
         raise SystemExit(f'{args.cfg}: MASK.USE is off; the execution modes only differ for '
                          f'masked models (add MASK.USE True)')

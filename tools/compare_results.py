@@ -14,7 +14,7 @@ from utils.launch import reporting_user_errors
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('first', help='directory of the first evaluation')
     parser.add_argument('second', help='directory of the second evaluation')
     parser.add_argument('--names', nargs=2, default=('first', 'second'),

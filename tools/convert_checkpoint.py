@@ -16,7 +16,7 @@ from utils.launch import reporting_user_errors
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', metavar='IN', help='the checkpoint to convert')
     parser.add_argument('dst', metavar='OUT', help='the new file (must not exist)')
     parser.add_argument('--trust', action='store_true',

@@ -26,12 +26,13 @@ from datasets.loaders import STRIDE, pad_to, padded_size
 from models.flops import anytime_flops, flops_table, with_mean
 from models.model_anytime import build_model
 from utils.checkpoint import load_model_weights
+from utils.io import atomic_write_text, check_writable
 from utils.launch import add_overrides_argument, parse_command_line, reporting_user_errors
 from utils.run_dir import FINAL_STATE, RUN_CONFIG
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cfg', required=True, help='experiment YAML')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input size; default TEST.IMAGE_SIZE (given there as [w, h])')
@@ -54,7 +55,9 @@ def model_file(cfg, cfg_path):
 def main():
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     args = parse_args()
-    cfg = update_config(config, args)
+    cfg = update_config(config.clone(), args)
+    if args.json:
+        check_writable(args.json, '--json', is_file=True)
     if args.image:
         x = read_image(args.image)[0][None]
         model = build_model(cfg)
@@ -82,8 +85,7 @@ def main():
     print(f'input {tuple(x.shape[-2:])}, {args.cfg}')
     print(flops_table(figures))
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(figures, f, indent=1)
+        atomic_write_text(args.json, json.dumps(figures, indent=1))
 
 
 if __name__ == '__main__':

@@ -55,7 +55,7 @@ import torch
 
 from gpu_checks.processes import read_result, result_path, run_logged, tail
 from utils.errors import UserError
-from utils.io import atomic_write_text
+from utils.io import atomic_write_text, check_writable
 from utils.launch import reporting_user_errors
 from utils.runtime import device_name
 
@@ -200,6 +200,10 @@ def main(argv=None):
         raise UserError('--device cuda: no CUDA device is visible; run this on a GPU '
                         'machine, or check the CPU paths with --device cpu')
     checks = selected_checks(args.only)
+    if args.out:
+        check_writable(args.out, '--out')
+    if args.json:
+        check_writable(args.json, '--json', is_file=True)
     args.out = os.path.abspath(args.out or tempfile.mkdtemp(prefix='gpu_check-'))
     os.makedirs(args.out, exist_ok=True)
     print(f'gpu_check on {device_name(torch.device(args.device))}, torch {torch.__version__}; '

@@ -8,17 +8,20 @@ Cityscapes these are the lists shipped in data/list/cityscapes/, byte for byte; 
 tool serves other copies (a subset, more cities) under a root of their own.
 """
 import argparse
+import os
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 from datasets.lists import LIST_DIR, make_cityscapes_lists
+from utils.io import check_writable
 from utils.launch import reporting_user_errors
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--root', required=True,
                         help='data root containing cityscapes/ (DATASET.ROOT)')
     args = parser.parse_args()
+    check_writable(os.path.join(args.root, LIST_DIR), '--root')
     counts = make_cityscapes_lists(args.root)
     for name, count in counts.items():
         print(f'{args.root}/{LIST_DIR}/{name}.lst: {count} samples')

@@ -8,11 +8,12 @@ import argparse
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 from datasets.lists import LIST_DIR
 from datasets.synthetic import generate_synthetic_cityscapes
+from utils.io import check_writable
 from utils.launch import reporting_user_errors
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--root', required=True, help='data root to create (DATASET.ROOT)')
     parser.add_argument('--train', type=int, default=24, help='training images (24)')
     parser.add_argument('--val', type=int, default=8, help='validation images (8)')
@@ -21,6 +22,7 @@ def main():
     parser.add_argument('--width', type=int, default=512, help='image width (512)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (0)')
     args = parser.parse_args()
+    check_writable(args.root, '--root')
     counts = generate_synthetic_cityscapes(
         args.root, num_train=args.train, num_val=args.val, num_test=args.test,
         height=args.height, width=args.width, seed=args.seed, progress=True)

@@ -10,7 +10,7 @@ from utils.launchers import processes_per_node
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cpu', type=int, default=2,
                         help='processes when no GPU is visible (2)')
     print(processes_per_node(parser.parse_args(argv).cpu))

@@ -17,12 +17,13 @@ import _init_paths  # noqa: F401
 import torch
 
 from datasets.spec import dataset_spec
+from utils.io import check_writable
 from utils.launch import parse_command_line, reporting_user_errors
 from anytime.predict import add_model_arguments, model_from_args, predict_files
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--image', nargs='+', required=True, help='image files')
     parser.add_argument('--out', required=True, help='folder of the PNGs')
     parser.add_argument('--budget-ms', type=float, help='time budget per image')
@@ -33,6 +34,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_writable(args.out, '--out')
     cfg, model = model_from_args(args)
     predict_files(model, args.image, args.out, torch.device(args.device), args.budget_ms,
                   args.profile, spec=dataset_spec(cfg))

@@ -19,6 +19,7 @@ import json
 import _init_paths  # noqa: F401
 import torch
 
+from utils.io import atomic_write_text, check_writable
 from utils.launch import comma_floats, parse_command_line, reporting_user_errors
 from anytime.predictor import AnytimePredictor, budget_grid, evaluate_predictor
 from anytime.latency import DENSITIES, LatencyProfile, measure_profile, profile_table
@@ -26,7 +27,7 @@ from anytime.predict import add_model_arguments, model_from_args
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     add_model_arguments(parser, cfg_help='experiment YAML (TEST.MODEL_FILE optional: speed '
                                          'does not depend on the weights)')
     parser.add_argument('--shape', type=int, nargs=2, default=(512, 1024), metavar=('H', 'W'))
@@ -53,6 +54,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    for option in ('out', 'json'):
+        if getattr(args, option):
+            check_writable(getattr(args, option), f'--{option}', is_file=True)
     _, model = model_from_args(args)
     device = torch.device(args.device)
     shape = (args.batch, 3, *args.shape)
@@ -85,9 +89,8 @@ def main(argv=None):
           f"model(x)[-1]: {all(report['full_equal'])} (max |diff| "
           f"{max(report['full_max_abs_diff']):.1e})")
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump({'args': vars(args), 'profile': args.profile or args.out, **report}, f,
-                      indent=1)
+        atomic_write_text(args.json, json.dumps(
+            {'args': vars(args), 'profile': args.profile or args.out, **report}, indent=1))
 
 
 if __name__ == '__main__':

@@ -20,7 +20,7 @@ from utils.launch import add_overrides_argument, launch, parse_command_line
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cfg', required=True, help="experiment YAML, or a run's config.yaml")
     add_launcher_arguments(parser)
     parser.add_argument('--thresholds', type=float, nargs='+', default=[0.9, 0.99, 0.998],

@@ -33,7 +33,7 @@ from utils.runtime import apply_cudnn, tf32_flags
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cfg', help='experiment YAML file (not needed with --writer)')
     parser.add_argument('--writer', action='store_true',
                         help='time only the PNG writer of --submit')

@@ -15,13 +15,14 @@ import _init_paths  # noqa: F401
 
 import datasets
 from datasets.spec import dataset_spec
+from utils.io import check_writable
 from utils.launch import parse_command_line, reporting_user_errors
 from anytime.predict import add_model_arguments, model_from_args
 from evaluation.panels import panels_of_dataset, panels_of_files
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--images', nargs='+', help='image files')
     source.add_argument('--num', type=int, help='first N images of DATASET.TEST_SET')
@@ -32,6 +33,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_writable(args.out, '--out')
     cfg, model = model_from_args(args)
     spec = dataset_spec(cfg)  # the classes and colours of the pictures
     if args.images:

@@ -7,7 +7,6 @@ import logging
 import os
 import time
 
-import cv2
 import numpy as np
 import torch
 
@@ -20,6 +19,7 @@ from datasets.loaders import pad_to_multiple
 from models.layout import to_inference
 from utils.checkpoint import load_model_weights
 from utils.errors import DataError
+from utils.io import atomic_write_png
 from utils.run_dir import FINAL_STATE, RUN_CONFIG
 from utils.launch import add_overrides_argument
 from utils.runtime import apply_cudnn, sync
@@ -85,11 +85,10 @@ def write_prediction(labels, out_dir, name, spec=CITYSCAPES):
     """Write H x W trainIds as ``<name>_color.png`` (the data set's palette) and
     ``<name>_labelIds.png`` (its raw label values, e.g. Cityscapes labelIds; see
     ``evaluation.submission.label_id_map``). Returns the two paths."""
-    os.makedirs(out_dir, exist_ok=True)
     color = os.path.join(out_dir, f'{name}_color.png')
     ids = os.path.join(out_dir, f'{name}_labelIds.png')
-    cv2.imwrite(color, colorize(labels, palette=spec.palette)[:, :, ::-1])
-    cv2.imwrite(ids, label_id_map(labels, spec))
+    atomic_write_png(color, colorize(labels, palette=spec.palette)[:, :, ::-1])
+    atomic_write_png(ids, label_id_map(labels, spec))
     return color, ids
 
 

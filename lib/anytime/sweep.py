@@ -11,7 +11,9 @@ import csv
 import io
 import json
 import logging
+import math
 import os
+import textwrap
 import time
 
 import torch
@@ -26,9 +28,11 @@ from models.confidence import ConfidenceMasks
 from models.flops import FlopsCounter
 from models.layout import to_inference
 from models.model_anytime import NUM_EXITS
+from utils.checkpoint import describe_variant, variant_name
 from utils.distributed import all_reduce
-from utils.io import atomic_write_text
+from utils.io import atomic_write, atomic_write_text, check_writable
 from utils.logger import progress, setup_logger
+from utils.run_dir import RUN_CONFIG
 from utils.runtime import apply_cudnn, device_name, sync, tf32_flags
 from .predict import load_model
 
@@ -36,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 # The threshold at which every pixel is computed: the unmasked reference point.
 UNMASKED = {'conf_thre': 1.0, 'entropy_thre': 0.0}
+TITLE_WIDTH = 100  # characters per line of sweep.png's title
+LABEL_GAP_PX = 30  # threshold labels of points closer than this on sweep.png are merged
 
 
 class ThresholdStats:
@@ -180,6 +186,32 @@ def read_compare(run_dir):
     return name, values[:len(gflops)], gflops
 
 
+def label_groups(points, to_pixels, min_gap_px=LABEL_GAP_PX):
+    """Points of one curve grouped so that each group gets one label: a point closer
+    than ``min_gap_px`` (on the figure) to the first point of the group before it joins
+    that group, so that labels of nearby thresholds never print over each other.
+
+    Args:
+        points (list[tuple]): (x, y, threshold) in data coordinates; grouped in the
+            order of their thresholds, the order of the curve.
+        to_pixels (callable): (N, 2) data coordinates -> (N, 2) figure pixels.
+        min_gap_px (float): how far apart two labelled points must be.
+
+    Returns:
+        list[tuple]: (x, y, [thresholds]) per group, at the group's first point.
+    """
+    groups = []
+    for x, y, threshold in sorted(points, key=lambda p: p[2]):
+        if groups:
+            gx, gy, members = groups[-1]
+            (px, py), (qx, qy) = to_pixels([(gx, gy), (x, y)])
+            if math.hypot(px - qx, py - qy) < min_gap_px:
+                members.append(threshold)
+                continue
+        groups.append((x, y, [threshold]))
+    return groups
+
+
 def plot_sweep(rows, path, compare=(), title=None):
     """``sweep.png``: mIoU against GFLOPs, one curve per exit, points labelled by
     threshold, the unmasked point and ``compare`` evaluations as reference markers.
@@ -197,21 +229,27 @@ def plot_sweep(rows, path, compare=(), title=None):
     fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
     criterion = next((r['criterion'] for r in rows if r['criterion']), None)
+    labelled = []  # (color, points of thresholds) per exit
     for k in range(NUM_EXITS):
         color = colors[k % len(colors)]
         xs = [r['gflops'][k] for r in rows]
         ys = [r['mIoU'][k] * 100 for r in rows]
         ax.plot(xs, ys, '-o', color=color, label=f'exit {k + 1}', markersize=5)
         for r, x, y in zip(rows, xs, ys):
-            if r['threshold'] is None:
-                continue
-            unmasked = r['threshold'] == UNMASKED.get(criterion)
-            if unmasked:
+            if r['threshold'] is not None and r['threshold'] == UNMASKED.get(criterion):
                 ax.plot([x], [y], '*', color=color, markersize=13, markeredgecolor='black')
-            if k == 0:
-                continue  # exit 1 does not depend on the threshold: one point
-            ax.annotate(f"{r['threshold']:g}", (x, y), textcoords='offset points',
-                        xytext=(4, -11 if k % 2 else 5), fontsize=8, color=color)
+        if k > 0:  # exit 1 does not depend on the threshold: one point, no labels
+            labelled.append((color, [(x, y, r['threshold']) for r, x, y in zip(rows, xs, ys)
+                                        if r['threshold'] is not None]))
+    ax.margins(x=0.1, y=0.06)  # room for the labels of the last points
+    ax.relim()
+    ax.autoscale_view()  # the final data limits, so that label distances are known
+    for color, points in labelled:
+        for x, y, thresholds in label_groups(points, ax.transData.transform):
+            # Below and right of the point: the curves rise to the right, so the label
+            # stays clear of its own line and of the unmasked star.
+            ax.annotate(', '.join(f'{t:g}' for t in thresholds), (x, y),
+                        textcoords='offset points', xytext=(8, -14), fontsize=8, color=color)
     for i, (name, mious, gflops) in enumerate(compare):
         marker = 'sPD^v'[i % 5]
         ax.plot(gflops, [m * 100 for m in mious], marker, linestyle=':', color='gray',
@@ -223,12 +261,13 @@ def plot_sweep(rows, path, compare=(), title=None):
     ax.set_ylabel('mIoU (%)')
     thresholds = f'labels: {criterion} threshold' if criterion else \
         'unmasked model: the threshold does not apply'
-    ax.set_title((title + '\n' if title else '') + f'accuracy vs cost per exit ({thresholds})',
+    title = textwrap.fill(title, TITLE_WIDTH) + '\n' if title else ''  # long data paths
+    ax.set_title(title + f'accuracy vs cost per exit ({thresholds})',
                  fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=9, loc='lower right')
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format='png'))
     plt.close(fig)
 
 
@@ -272,6 +311,28 @@ def sweep_table(rows):
     return '\n'.join(lines)
 
 
+def sweep_title(cfg, cfg_path, model, weights, num_images):
+    """What a sweep measured, for its plot: the config and the variant of its model, the
+    weights and the images, e.g. ``tiny_adpc (W16 ADP-C), weights final_state.pth, on 4
+    images of data/synthetic/list/cityscapes/val.lst``.
+
+    Args:
+        cfg (CfgNode): the merged config (DATASET.ROOT, DATASET.TEST_SET).
+        cfg_path (str): the ``--cfg`` argument (a run's config.yaml names its run).
+        model (nn.Module): the swept network.
+        weights (str): where its weights came from (a path, or 'random initialisation').
+        num_images (int): the images evaluated.
+    """
+    name = os.path.splitext(os.path.basename(cfg_path))[0]
+    if os.path.basename(cfg_path) == RUN_CONFIG:
+        name = os.path.basename(os.path.dirname(os.path.abspath(cfg_path)))
+    variant = variant_name(describe_variant(model.state_dict()))
+    if os.path.exists(weights):
+        weights = os.path.basename(weights)
+    test_set = os.path.join(cfg.DATASET.ROOT, cfg.DATASET.TEST_SET)
+    return f'{name} ({variant}), weights {weights}, on {num_images} images of {test_set}'
+
+
 def run_sweep(cfg, cfg_path, ctx, thresholds, criterion=None, out_dir=None, compare=(),
               latency=False):
     """Everything ``tools/sweep_threshold.py`` does: load the model as ``tools/test_ee.py``
@@ -292,19 +353,20 @@ def run_sweep(cfg, cfg_path, ctx, thresholds, criterion=None, out_dir=None, comp
     """
     run_dir, model_file = resolve_test_paths(cfg, cfg_path)
     check_evaluation_inputs(cfg)  # before anything is written
-    check_evaluation_inputs(cfg)  # before anything is written
     if ctx.is_main:
         out_dir = out_dir or free_directory(os.path.join(run_dir, 'sweep'))
-    stem = os.path.splitext(os.path.basename(cfg_path))[0]
-    setup_logger(out_dir or run_dir, stem, 'sweep', ctx.is_main)
+        check_writable(out_dir, '--out')
     cfg = cfg.clone()
     cfg.defrost()
     cfg.TEST.MODEL_FILE = model_file
     cfg.freeze()
     criterion = criterion or cfg.MASK.CRIT
     references = [read_compare(d) for d in compare]
+    setup_logger(None, None, 'sweep', ctx.is_main)  # console only, until the weights load
     apply_cudnn(cfg)
     model, weights = load_model(cfg, cfg_path, ctx.device)
+    stem = os.path.splitext(os.path.basename(cfg_path))[0]
+    setup_logger(out_dir or run_dir, stem, 'sweep', ctx.is_main)
     if not model.use_masks:
         logger.warning('MASK.USE is off: the threshold does not apply to this model; '
                        'writing its single point')
@@ -327,7 +389,8 @@ def run_sweep(cfg, cfg_path, ctx, thresholds, criterion=None, out_dir=None, comp
                 'masked': bool(model.use_masks), 'seconds': seconds,
                 'processes': ctx.world_size, 'device': device_name(ctx.device),
                 'tf32': tf32_flags()}
-        paths = write_sweep(rows, out_dir, references, os.path.basename(run_dir), meta)
+        title = sweep_title(cfg, cfg_path, model, weights, len(dataset))
+        paths = write_sweep(rows, out_dir, references, title, meta)
         logger.info('\n' + sweep_table(rows))
         logger.info(f'swept {len(rows)} point(s) in {seconds:.1f} s; wrote '
                     + ', '.join(paths.values()))

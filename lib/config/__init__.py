@@ -23,9 +23,11 @@ from yacs.config import CfgNode
 from .defaults import ALLOWED, config
 from .errors import ConfigError
 
+RUN_CONFIG = 'config.yaml'  # the merged config a run's folder holds (utils.run_dir)
+
 __all__ = ['config', 'default_config', 'update_config', 'merge_yaml', 'load_config_file',
            'config_differences', 'ConfigKeyError', 'ConfigError', 'KEY_ALIASES', 'ALLOWED',
-           'check_allowed', 'names_a_key']
+           'check_allowed', 'names_a_key', 'RUN_CONFIG']
 
 BASE_KEY = '_BASE_'
 COMMAND_LINE = 'the command line'
@@ -121,7 +123,11 @@ def _where(source):
 
 
 def _type_name(value):
-    return 'None' if value is None else type(value).__name__
+    """The type of ``value`` with its article: 'an int', 'a float', 'None'."""
+    if value is None:
+        return 'None'
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _coerce(value, original, full_key, source, raw=None):
@@ -141,8 +147,8 @@ def _coerce(value, original, full_key, source, raw=None):
     if isinstance(original, str) and raw is not None:
         return raw
     shown = raw if raw is not None else value
-    raise ConfigError(f'{full_key} {shown!r} {_where(source)}: expected a {_type_name(original)} '
-                       f'like the default {original!r}, got a {_type_name(value)}')
+    raise ConfigError(f'{full_key} {shown!r} {_where(source)}: expected {_type_name(original)} '
+                       f'like the default {original!r}, got {_type_name(value)}')
 
 
 def check_allowed(full_key, value, source=COMMAND_LINE):
@@ -186,6 +192,13 @@ def check_keys(cfg, overrides, source, prefix=''):
 
 
 def _read_yaml(path, what):
+    if os.path.isdir(path):
+        inside = os.path.join(path, RUN_CONFIG)
+        if os.path.isfile(inside):
+            raise ConfigError(f'{what} {path} is a run folder: give the config.yaml in it, '
+                              f'{inside}')
+        raise ConfigError(f'{what} {path} is a folder: give a YAML file, e.g. one of '
+                          'experiments/ or the config.yaml of a run folder')
     if not os.path.isfile(path):
         raise ConfigError(f'{what} {path} does not exist'
                           + ('' if os.path.isabs(path) else f' (relative to {os.getcwd()})'))

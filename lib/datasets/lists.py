@@ -14,6 +14,8 @@ Cityscapes, the lists of the original release, which data/list/cityscapes/ ships
 import glob
 import os
 
+from utils.io import atomic_write_text
+
 IMAGE_DIR = 'leftImg8bit'
 LABEL_DIR = 'gtFine'
 IMAGE_SUFFIX = '_leftImg8bit.png'
@@ -127,10 +129,9 @@ def write_cityscapes_lists(root, samples):
         'test': samples['test'],
     }
     list_dir = os.path.join(root, LIST_DIR)
-    os.makedirs(list_dir, exist_ok=True)
     for name, entries in lists.items():
-        with open(os.path.join(list_dir, name + '.lst'), 'w', newline='\n') as handle:
-            handle.writelines('\t'.join(entry) + '\n' for entry in entries)
+        atomic_write_text(os.path.join(list_dir, name + '.lst'),
+                          ''.join('\t'.join(entry) + '\n' for entry in entries))
     return {name: len(entries) for name, entries in lists.items()}
 
 

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from utils.errors import ConfigError, DataError
+from utils.io import atomic_write_png, atomic_write_text
 from utils.logger import progress as show_progress
 from .lists import (IMAGE_DIR, IMAGE_SUFFIX, LABEL_DIR, LABEL_SUFFIX, LABELLED_SPLITS,
                     LIST_DIR, SPLITS, write_cityscapes_lists)
@@ -320,9 +321,9 @@ def generate_synthetic_cityscapes(root, *, num_train=24, num_val=8, num_test=4,
     if synthetic:
         shutil.rmtree(base)  # an earlier synthetic set: replace it as a whole
     os.makedirs(base, exist_ok=True)
-    with open(os.path.join(base, MARKER), 'w') as handle:
-        handle.write(f'Synthetic Cityscapes-like data: train {num_train}, val {num_val}, '
-                     f'test {num_test}, {width}x{height}, seed {seed}.\n')
+    atomic_write_text(os.path.join(base, MARKER),
+                      f'Synthetic Cityscapes-like data: train {num_train}, val {num_val}, '
+                      f'test {num_test}, {width}x{height}, seed {seed}.\n')
 
     counts = {'train': num_train, 'val': num_val, 'test': num_test}
     samples = {split: [] for split in SPLITS}
@@ -351,6 +352,4 @@ def _write_sample(base, split, index, image, label_ids):
 
 
 def _imwrite(path, array):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if not cv2.imwrite(path, array):
-        raise OSError(f'OpenCV could not write {path}.')
+    atomic_write_png(path, array)

@@ -27,6 +27,13 @@ class TrainState:
     iteration: int = 0
     best_miou: float = 0.0
 
+    def summary(self):
+        """Where the run stands, for the log of a resume: epochs, steps and the best
+        validation, or that none was measured yet (a best of 0 is no measurement)."""
+        best = (f'best mean mIoU {self.best_miou * 100:.2f}' if self.best_miou > 0
+                else 'no validation mIoU measured yet')
+        return f'{self.epoch} epoch(s) done, {self.iteration} steps, {best}'
+
 
 def save_checkpoint(path, state, full_model, optimizer, precision=None):
     """Write ``checkpoint.pth.tar`` atomically: epoch, iteration, best_mIoU, state_dict

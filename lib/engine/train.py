@@ -23,7 +23,8 @@ from datasets.spec import dataset_spec
 from utils.checkpoint import check_pretrained_file
 from utils.distributed import barrier, broadcast_buffers, unwrap, wrap_model
 from utils.errors import ConfigError, Interrupted
-from utils.io import atomic_torch_save, atomic_write_text, run_directory, tensorboard_directory
+from utils.io import atomic_torch_save, atomic_write_text, check_writable, run_directory, \
+    tensorboard_directory
 from utils.logger import log_to_file, setup_logger, tensorboard_writer
 from utils.run_dir import FINAL_STATE, RUN_CONFIG, check_training_directory, decide_on_rank0, \
     hold_run_lock
@@ -212,6 +213,16 @@ def validate(model, loader, cfg, ctx, writer=None, step=0, best=0.0):
     return mean
 
 
+def check_run_outputs(cfg, cfg_path, out_dir):
+    """The checks of :func:`utils.run_dir.check_training_directory`, after those of the
+    folders the run writes (OUTPUT_DIR's, and LOG_DIR's when set), so that an unwritable
+    folder is refused before any work. Returns the take-over line, if any."""
+    check_writable(out_dir, 'OUTPUT_DIR')
+    if cfg.LOG_DIR:
+        check_writable(tensorboard_directory(cfg, cfg_path), 'LOG_DIR')
+    return check_training_directory(cfg, out_dir)
+
+
 def train(cfg, cfg_path, ctx):
     """Run (or resume) the training described by ``cfg`` and evaluate the result.
 
@@ -228,7 +239,7 @@ def train(cfg, cfg_path, ctx):
     out_dir = run_directory(cfg, cfg_path)
     # Nothing is written before the run directory, the data and the batch size are
     # known to work: a refused launch leaves no trace, and its fix is not "another run".
-    take_over = decide_on_rank0(lambda: check_training_directory(cfg, out_dir), ctx)
+    take_over = decide_on_rank0(lambda: check_run_outputs(cfg, cfg_path, out_dir), ctx)
     setup_logger(None, None, 'train', ctx.is_main)  # console only, until the checks pass
 
     def build_loader(list_path):
@@ -293,8 +304,7 @@ def _train_run(cfg, cfg_path, ctx, out_dir, phases, val_loader, progress, purge_
         # Weights first, before DistributedDataParallel copies rank 0's to the others.
         state = restore_model(checkpoint, checkpoint_path, full_model)
         progress.saved_epochs = state.epoch
-        logger.info(f'resuming from {checkpoint_path}: {state.epoch} epoch(s) done, '
-                    f'{state.iteration} steps, best mean mIoU {state.best_miou * 100:.2f}')
+        logger.info(f'resuming from {checkpoint_path}: {state.summary()}')
     elif os.path.isfile(checkpoint_path):
         logger.warning(f'{checkpoint_path} exists and will be overwritten (set AUTO_RESUME '
                        'True to continue that run instead)')

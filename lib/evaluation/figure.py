@@ -3,12 +3,12 @@ pictures in a data set's palette: the strip under a panel's title
 (``evaluation.panels``) and ``legend.png`` beside prediction PNGs
 (``anytime.predict``)."""
 import math
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from datasets.labels import CITYSCAPES_PALETTE, CLASS_NAMES
+from utils.io import atomic_write
 
 DPI = 100
 FONT_PT = 12
@@ -66,8 +66,7 @@ def new_figure(width, height):
 def save_figure(fig, path):
     """Write ``fig`` as the PNG ``path`` (its folder is created) and free it."""
     import matplotlib.pyplot as plt
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=DPI, format='png'))
     plt.close(fig)
 
 

@@ -18,7 +18,7 @@ from models.layout import to_inference
 from utils.checkpoint import load_model_weights
 from utils.distributed import all_reduce, barrier
 from utils.errors import ConfigError, UserError
-from utils.io import atomic_write_text, run_directory
+from utils.io import atomic_write_text, check_writable, run_directory
 from utils.logger import log_to_file, setup_logger
 from utils.run_dir import EVAL_DIR, FINAL_STATE, RUN_CONFIG, evaluation_directory
 from utils.runtime import apply_cudnn, autocast
@@ -212,6 +212,23 @@ def _evaluation_config(cfg, model_file):
     return cfg.dump()
 
 
+def check_evaluation_outputs(cfg_path, out_dir, submit_dir=None, show_dir=None):
+    """Refuse an output folder of an evaluation that cannot be written, before any work
+    (see ``utils.io.check_writable``).
+
+    Args:
+        cfg_path (str): the ``--cfg`` argument (a run's config.yaml puts the results in
+            the run's folder, any other file under OUTPUT_DIR).
+        out_dir (str): the results' folder, from :func:`resolve_test_paths`.
+        submit_dir, show_dir (str or None): ``--submit`` and ``--show-dir``.
+    """
+    check_writable(out_dir, '--cfg' if os.path.basename(cfg_path) == RUN_CONFIG
+                   else 'OUTPUT_DIR')
+    for option, folder in (('--submit', submit_dir), ('--show-dir', show_dir)):
+        if folder:
+            check_writable(folder, option)
+
+
 def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None, show_dir=None):
     """Everything ``tools/test_ee.py`` does: build the model of the config, load its
     weights strictly (TEST.MODEL_FILE, or a run's ``final_state.pth``) and test it.
@@ -227,7 +244,16 @@ def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None, show_d
     out_dir, model_file = resolve_test_paths(cfg, cfg_path)
     if submit_dir is not None:
         submission_exits(submit_exit)  # a wrong --exit fails before the model loads
-    check_evaluation_inputs(cfg)  # before anything is written
+    # Nothing is written before the data, the output folders and the weights are known
+    # to work: a refused evaluation leaves no folder behind.
+    check_evaluation_inputs(cfg)
+    check_evaluation_outputs(cfg_path, out_dir, submit_dir, show_dir)
+    setup_logger(None, None, 'test', ctx.is_main)  # console only, until the checks pass
+    apply_cudnn(cfg)
+    # The checkpoint replaces every weight, so ImageNet initialisation would only cost
+    # time (and fail where the pretrained file is absent).
+    model = models.get_seg_model(cfg, pretrained=False)
+    load_model_weights(model, model_file)
     stem = os.path.splitext(os.path.basename(cfg_path))[0]
     log_file = setup_logger(out_dir, stem, 'test', ctx.is_main)
     logger.info(f'log file: {log_file}')
@@ -237,11 +263,6 @@ def run_evaluation(cfg, cfg_path, ctx, submit_dir=None, submit_exit=None, show_d
         if os.path.basename(os.path.dirname(out_dir)) == EVAL_DIR:
             atomic_write_text(os.path.join(out_dir, RUN_CONFIG),
                               _evaluation_config(cfg, model_file))
-    apply_cudnn(cfg)
-    # The checkpoint replaces every weight, so ImageNet initialisation would only cost
-    # time (and fail where the pretrained file is absent).
-    model = models.get_seg_model(cfg, pretrained=False)
-    load_model_weights(model, model_file)
     model = to_inference(model, ctx.device)  # once; evaluation keeps it in this layout
     return evaluate_model(model, cfg, out_dir, ctx, submit_dir, submit_exit,
                           show_dir=show_dir)

@@ -16,12 +16,12 @@ import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 
 from datasets.lists import IMAGE_SUFFIX
 from datasets.spec import CITYSCAPES
 from utils.errors import RunDirectoryError
+from utils.io import atomic_write_png
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +61,8 @@ def label_id_map(train_ids, spec=CITYSCAPES):
 
 
 def write_png(path, image):
-    """Write a uint8 H x W array as a PNG, raising OSError when OpenCV cannot."""
-    if not cv2.imwrite(path, image):
-        raise OSError(f'OpenCV could not write {path}')
+    """Write a uint8 H x W array as a PNG, atomically (``utils.io.atomic_write_png``)."""
+    atomic_write_png(path, image)
 
 
 class SubmissionWriter:

@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import UnsafeCheckpointError, read_checkpoint
 from .errors import CheckpointError
-from .io import atomic_torch_save
+from .io import atomic_torch_save, check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def convert_checkpoint(src, dst, trust=False):
     """
     if os.path.exists(dst):
         raise CheckpointError(f'{dst} exists: give another output file (nothing is overwritten)')
+    check_writable(dst, 'OUT', is_file=True)
     try:
         checkpoint = read_checkpoint(src)
     except UnsafeCheckpointError:

@@ -182,9 +182,24 @@ def _warn_slurm_tasks_unused():
             f'MASTER_PORT=29500; srun python {_command_line()}')
 
 
-def _single_process(place, gpus):
+def _check_typed_gpus(gpus):
+    """Refuse GPUS typed on the command line of one process where no GPU is visible: the
+    user asked for GPUs that this machine lacks. The GPUS of an experiment file falls back
+    to the CPU (the documented default), and ``GPUS "()"`` or ``CUDA_VISIBLE_DEVICES=""``
+    ask for the CPU on purpose."""
+    if gpus and os.environ.get('CUDA_VISIBLE_DEVICES') != '':
+        raise LaunchError(
+            f'GPUS {tuple(gpus)} on the command line names GPUs, but no GPU is visible here '
+            f'(torch {torch.__version__}, CUDA available: False): leave GPUS out (or give '
+            'GPUS "()") to run on the CPU, or run on a machine with GPUs and a CUDA build '
+            'of PyTorch')
+
+
+def _single_process(place, gpus, gpus_typed=False):
     check_gpus(gpus)
     cuda = torch.cuda.is_available()
+    if gpus_typed and not cuda:
+        _check_typed_gpus(gpus)
     launched = 'LOCAL_RANK' in os.environ  # a launcher's one process: its local rank
     if not place.launcher:
         _warn_slurm_tasks_unused()
@@ -201,7 +216,7 @@ def _single_process(place, gpus):
     return DistContext(0, 1, local_rank, device)
 
 
-def init_distributed(local_rank=None, gpus=(0,)):
+def init_distributed(local_rank=None, gpus=(0,), gpus_typed=False):
     """Join the process group the launcher prepared (if any) and pick the device.
 
     Args:
@@ -209,13 +224,15 @@ def init_distributed(local_rank=None, gpus=(0,)):
             LOCAL_RANK in the environment wins when both are set.
         gpus (sequence of int): GPUS of the config; a single-process CUDA run uses the
             first of them. Ignored under a launcher, where the local rank picks the GPU.
+        gpus_typed (bool): GPUS was given on the command line (not by the experiment
+            file): where no GPU is visible, that is refused rather than run on the CPU.
 
     Returns:
         DistContext: this process's rank, world size and device.
     """
     place = find_placement(local_rank_arg=local_rank)
     if place.world_size == 1:
-        return _single_process(place, gpus)
+        return _single_process(place, gpus, gpus_typed)
     if 'MASTER_ADDR' not in os.environ or 'MASTER_PORT' not in os.environ:
         raise LaunchError(_missing_rendezvous(place), every_rank=True)
     if torch.cuda.is_available():

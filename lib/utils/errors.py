@@ -12,7 +12,7 @@ import re
 from config.errors import ConfigError, UserError
 
 __all__ = ['UserError', 'ConfigError', 'DataError', 'CheckpointError', 'LaunchError',
-           'RunDirectoryError', 'Interrupted']
+           'RunDirectoryError', 'OutputError', 'Interrupted']
 
 
 class DataError(UserError):
@@ -82,3 +82,8 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, message, continue_with=()):
         super().__init__(message)
         self.message, self.continue_with = message, list(continue_with)
+
+
+class OutputError(UserError):
+    """A file or folder cannot be written: no permission, a read-only or full disk, a
+    path through a file. What the destination held before is left as it was."""

@@ -15,7 +15,9 @@ console with ``--debug`` or ``ADPC_DEBUG=1``. Under torchrun the block is printe
 rank 0 only (other ranks hand their message to torchrun, whose summary shows it as the
 root cause), and every failing rank writes its message to torchrun's error file. Under
 any launcher, a launch error that every process raises alike is printed by rank 0 only.
-Any other exception is a bug and keeps its traceback.
+An ``OSError`` by which the machine refuses a write (no permission, a read-only or full
+disk: ``utils.io.output_error``) is reported the same way, wherever it was raised. Any
+other exception is a bug and keeps its traceback.
 
 Ctrl-C (KeyboardInterrupt) ends the tool with one ``interrupted`` line on stderr (rank 0
 only) and exit status 130, as a shell reports SIGINT: for an :class:`utils.errors.Interrupted`
@@ -36,6 +38,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from config import config, names_a_key, update_config
 from .distributed import add_launcher_arguments, barrier, cleanup, init_distributed
 from .errors import Interrupted, UserError
+from .io import output_error
 from .launchers import HYDRA, MVAPICH, OPENMPI, SRUN, TORCH, find_placement
 from .logger import FILE_ONLY, log_file_path
 
@@ -131,7 +134,7 @@ def launch(fn, args):
 
 def _run(fn, args):
     cfg = update_config(config.clone(), args)
-    ctx = init_distributed(args.local_rank, cfg.GPUS)
+    ctx = init_distributed(args.local_rank, cfg.GPUS, gpus_typed='GPUS' in args.opts[::2])
     try:
         result = fn(cfg, args.cfg, ctx)
     except BaseException:
@@ -158,6 +161,12 @@ def reporting_user_errors(fn, debug=False):
             return fn(*args, **kwargs)
         except UserError as e:
             report_user_error(e, debug)
+            raise SystemExit(EXIT_USER_ERROR) from None
+        except OSError as e:
+            refused = output_error(e)  # a write the machine refused, wherever it was made
+            if refused is None:
+                raise
+            report_user_error(refused, debug)
             raise SystemExit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt as e:
             report_interrupt(e, debug)

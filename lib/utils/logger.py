@@ -55,13 +55,29 @@ def setup_logger(output_dir, cfg_name, phase, is_main=True):
     return log_file
 
 
+class _LogFile(logging.FileHandler):
+    """A log file that, when the disk refuses a write (full, read-only, gone), says so
+    in one line on stderr and stops writing, rather than printing a traceback for every
+    record; the console keeps the log."""
+
+    def handleError(self, record):
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            return super().handleError(record)
+        sys.stderr.write(f'warning: the log file {self.baseFilename} cannot be written '
+                         f'({error.strerror or error}); the log continues on the console '
+                         'only\n')
+        logging.getLogger().removeHandler(self)
+        logging.getLogger(FILE_ONLY).removeHandler(self)
+
+
 def _new_log_file(output_dir, cfg_name, phase):
     stamp = f"{time.strftime('%Y-%m-%d-%H-%M-%S')}_{os.getpid()}"
     for n in range(1000):
         suffix = f'-{n}' if n else ''
         path = os.path.join(output_dir, f'{cfg_name}_{stamp}{suffix}_{phase}.log')
         try:
-            return logging.FileHandler(path, mode='x'), path
+            return _LogFile(path, mode='x'), path
         except FileExistsError:  # the same process set up a log twice in one second
             continue
     raise FileExistsError(f'no free log file name in {output_dir}')

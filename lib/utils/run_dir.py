@@ -31,10 +31,9 @@ try:
 except ImportError:  # Windows: no flock, so a running start goes unnoticed there
     fcntl = None
 
-from config import config_differences, load_config_file
+from config import RUN_CONFIG, config_differences, load_config_file
 from .errors import ConfigError, RunDirectoryError, UserError
 
-RUN_CONFIG = 'config.yaml'
 FINAL_STATE = 'final_state.pth'
 EVAL_DIR = 'eval'
 

@@ -11,12 +11,13 @@ import torch
 
 from config import config, update_config
 from anytime.predict import load_model
-from anytime.sweep import read_compare, run_sweep
+from anytime.sweep import label_groups, read_compare, run_sweep, sweep_title
 from evaluation.run import run_evaluation
 from engine.train import train
 from datasets import build_dataset
 from datasets.synthetic import generate_synthetic_cityscapes
 from models import get_seg_model
+from utils.checkpoint import describe_variant, variant_name
 from utils.distributed import DistContext
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'models'))
@@ -143,3 +144,27 @@ def test_two_processes_sweep_as_one(trained_run, tmp_path):
         assert mine['threshold'] == theirs['threshold']  # repr() round-trips a float
         assert mine['mIoU'] == theirs['mIoU']  # confusion matrices: integer sums
         assert mine['gflops'] == pytest.approx(theirs['gflops'], rel=SUM_ORDER)
+
+
+def test_the_plot_title_names_the_config_the_variant_the_weights_and_the_data(tmp_path):
+    cfg = make_cfg(TINY, 'DATASET.ROOT', 'data/synthetic', 'DATASET.TEST_SET',
+                   'list/cityscapes/val.lst')
+    model = get_seg_model(cfg, pretrained=False)
+    weights = tmp_path / 'final_state.pth'
+    weights.write_bytes(b'')
+    run_config = tmp_path / 'tiny_run' / 'config.yaml'
+    assert sweep_title(cfg, str(run_config), model, str(weights), 4) == (
+        f'tiny_run ({variant_name(describe_variant(model.state_dict()))}), weights '
+        'final_state.pth, on 4 images of data/synthetic/list/cityscapes/val.lst')
+    assert sweep_title(cfg, TINY, model, 'random initialisation', 2).startswith(
+        'tiny_adpc (W')
+
+
+def test_labels_of_points_closer_than_the_gap_are_one_label():
+    points = [(0.50, 38.0, 0.9), (0.501, 38.01, 0.95), (0.70, 39.0, 0.99), (0.701, 39.0, 1.0),
+              (0.30, 35.0, 0.8)]
+    pixels = lambda xy: [(x * 1000, y * 10) for x, y in xy]  # noqa: E731  (0.01 GFLOPs: 10 px)
+    assert label_groups(points, pixels, min_gap_px=30) == [
+        (0.30, 35.0, [0.8]), (0.50, 38.0, [0.9, 0.95]), (0.70, 39.0, [0.99, 1.0])]
+    assert [g[2] for g in label_groups(points, pixels, min_gap_px=0.5)] == \
+        [[0.8], [0.9], [0.95], [0.99], [1.0]]

@@ -85,7 +85,8 @@ def test_value_of_the_wrong_type_names_key_value_and_type():
 def test_wrong_type_in_a_file_names_the_file(tmp_path):
     path = tmp_path / 'bad.yaml'
     path.write_text('TRAIN:\n  END_EPOCH: many\n')
-    with pytest.raises(ConfigError, match=r"TRAIN\.END_EPOCH 'many' in .*bad\.yaml: expected an? int"):
+    with pytest.raises(ConfigError, match=r"TRAIN\.END_EPOCH 'many' in .*bad\.yaml: expected an "
+                                          r'int like the default \d+, got a str'):
         load(str(path))
 
 
@@ -120,3 +121,14 @@ def test_config_differences_ignore_the_given_keys():
     b = load(os.path.join(EXPERIMENTS, 'w48_rh.yaml'), 'PRINT_FREQ', '1')
     assert config_differences(a, b, ignore=['PRINT_FREQ']) == [
         ('EXIT.TYPE', 'original', 'flex'), ('EXIT.INTER_CHANNEL', 64, 128)]
+
+
+def test_a_run_folder_as_cfg_points_at_its_config_yaml(tmp_path):
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'run' / 'config.yaml').write_text('TRAIN:\n  END_EPOCH: 2\n')
+    with pytest.raises(ConfigError, match=rf'--cfg file {re.escape(str(tmp_path / "run"))} is a '
+                                          rf'run folder: give the config\.yaml in it, '
+                                          rf'{re.escape(str(tmp_path / "run" / "config.yaml"))}$'):
+        load(str(tmp_path / 'run'))
+    with pytest.raises(ConfigError, match=r'is a folder: give a YAML file'):
+        load(str(tmp_path))

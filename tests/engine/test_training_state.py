@@ -135,3 +135,10 @@ def test_extra_epochs_without_extra_set_name_both_keys():
     cfg = phases_cfg(END_EPOCH=2, EXTRA_EPOCH=1)
     with pytest.raises(ConfigError, match=r'EXTRA_EPOCH.*EXTRA_TRAIN_SET'):
         plan_phases(cfg, DistContext(), lambda p: fake_loader(8))
+
+
+def test_a_resume_before_any_validation_reports_no_best_miou():
+    assert TrainState(epoch=2, iteration=8).summary() == \
+        '2 epoch(s) done, 8 steps, no validation mIoU measured yet'
+    assert TrainState(epoch=2, iteration=8, best_miou=0.4567).summary() == \
+        '2 epoch(s) done, 8 steps, best mean mIoU 45.67'

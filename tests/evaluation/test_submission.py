@@ -7,7 +7,7 @@ import pytest
 
 from evaluation.submission import SubmissionWriter, label_id_map, prediction_file
 from datasets.labels import CITYSCAPES_CLASSES, label_ids_to_train_ids
-from utils.errors import RunDirectoryError
+from utils.errors import OutputError, RunDirectoryError
 
 
 def test_train_ids_map_back_to_label_ids_and_never_to_ignore():
@@ -51,6 +51,7 @@ def test_writer_never_overwrites_earlier_predictions(tmp_path):
 
 def test_write_errors_surface_when_the_writer_closes(tmp_path):
     writer = SubmissionWriter(str(tmp_path), [1], threads=2)
-    writer.add(1, os.path.join('missing', 'folder'), np.zeros((4, 4), dtype=np.int64))
-    with pytest.raises(OSError, match='could not write'):
+    (tmp_path / 'exit1' / 'blocker').write_text('a file where a folder would go')
+    writer.add(1, os.path.join('blocker', 'frame'), np.zeros((4, 4), dtype=np.int64))
+    with pytest.raises(OutputError, match=r'cannot write .*blocker.*frame_leftImg8bit\.png'):
         writer.close()

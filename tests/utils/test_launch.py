@@ -1,6 +1,7 @@
 """The tools' error report: a UserError is one `error:` block on stderr and exit status
 2, its traceback in the log file (and on the console only when asked for); Ctrl-C is one
 line and exit status 130; any other exception keeps its traceback."""
+import ast
 import json
 import os
 import sys
@@ -144,3 +145,34 @@ def test_under_a_launcher_the_continuing_command_is_described():
     assert continue_command(['AUTO_RESUME', 'True'], torchrun) == \
         'the same torchrun command with AUTO_RESUME True added'
     assert continue_command([], Placement(launcher=SRUN)) == 'the same srun command'
+
+
+def run_on(cfg, cfg_path, ctx):
+    return ctx.device.type
+
+
+@pytest.mark.parametrize('gpus', ['(0,1)', '(0,)'])
+def test_gpus_typed_where_no_gpu_is_visible_is_one_error_line(gpus, monkeypatch, capsys):
+    monkeypatch.setattr('torch.cuda.is_available', lambda: False)
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    assert launch_tool(run_on, 'GPUS', gpus) == 2
+    first, *hint = capsys.readouterr().err.splitlines()
+    assert first.startswith(f'error: GPUS {ast.literal_eval(gpus)} on the command line names '
+                            'GPUs, but no GPU '
+                            'is visible here'), first
+    assert 'leave GPUS out (or give GPUS "()") to run on the CPU' in first
+    assert len(hint) == 1
+
+
+@pytest.mark.parametrize('argv,hidden', [([], False), (['GPUS', '()'], False),
+                                         (['GPUS', '(0,1)'], True)],
+                         ids=['from the file', 'no GPU asked', 'GPUs hidden on purpose'])
+def test_the_cpu_by_intent_runs(argv, hidden, monkeypatch, capsys):
+    monkeypatch.setattr('torch.cuda.is_available', lambda: False)
+    if hidden:
+        monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '')
+    else:
+        monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    args = default_argument_parser('test').parse_args(['--cfg', TINY] + argv)
+    assert launch(run_on, args) == 'cpu'
+    assert 'error' not in capsys.readouterr().err

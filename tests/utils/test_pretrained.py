@@ -1,7 +1,10 @@
 """MODEL.PRETRAINED from a .pth file, a .safetensors file or a Hugging Face Hub name
-(downloaded by a stand-in for huggingface_hub: the tests never use the network)."""
+(downloaded by a stand-in for huggingface_hub: the tests never download; one runs the real
+client against a Hub name that never resolves, to check what a user without network sees)."""
 import logging
 import os
+import re
+import subprocess
 import sys
 import types
 
@@ -13,6 +16,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'models'))
 from tiny import tiny_model  # noqa: E402
 from utils.checkpoint import CheckpointMismatchError, load_pretrained  # noqa: E402
 from utils.errors import CheckpointError, ConfigError  # noqa: E402
+from utils import hub  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 HUB_NAME = 'hf-hub:timm/hrnet_w48.ms_in1k'
 
@@ -139,7 +145,14 @@ def test_hub_name_without_huggingface_hub_says_what_to_install(monkeypatch):
     assert 'https://huggingface.co/timm/hrnet_w48.ms_in1k' in message
 
 
-def test_failed_download_is_one_line_naming_the_network(monkeypatch):
+@pytest.fixture
+def online(monkeypatch):
+    """The Hub answers the connection check (the tests never use the network)."""
+    monkeypatch.setattr(hub, 'unreachable', lambda endpoint: None)
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+
+
+def test_failed_download_is_one_line_naming_the_network(monkeypatch, online):
     def offline():
         raise ConnectionError('Max retries exceeded with url\n(caused by NameResolutionError)')
     stub_hub(monkeypatch, offline)
@@ -148,7 +161,60 @@ def test_failed_download_is_one_line_naming_the_network(monkeypatch):
     message = str(err.value)
     assert '\n' not in message
     assert (f'MODEL.PRETRAINED {HUB_NAME}: downloading model.safetensors from the Hugging Face '
-            'Hub failed (Max retries exceeded with url): check the network connection') in message
+            'Hub failed (Max retries exceeded with url (caused by NameResolutionError)): check '
+            'the network connection') in message  # a short reason, whole
+
+
+def test_a_long_reason_of_the_hub_keeps_its_first_line(monkeypatch, online):
+    first = 'Repository Not Found for url: https://huggingface.co/x'
+    stub_hub(monkeypatch, lambda: (_ for _ in ()).throw(OSError(first + '\n' + 'detail ' * 80)))
+    with pytest.raises(CheckpointError, match=rf'failed \({re.escape(first)}\): check'):
+        load_pretrained(tiny_model('ee'), HUB_NAME)
+
+
+def test_an_unreachable_hub_is_one_line_without_a_download(monkeypatch):
+    monkeypatch.setattr(hub, 'unreachable',
+                        lambda endpoint: 'huggingface.co:443 cannot be reached: refused')
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    calls = stub_hub(monkeypatch, lambda: (_ for _ in ()).throw(FileNotFoundError('not cached')))
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(tiny_model('ee'), HUB_NAME)
+    assert str(err.value).startswith(
+        f'MODEL.PRETRAINED {HUB_NAME}: model.safetensors is not in the Hugging Face cache and '
+        'the Hub is offline (huggingface.co:443 cannot be reached: refused): connect to the '
+        'network and run again, or download model.safetensors of https://huggingface.co/')
+    assert len(calls) == 1  # the cache was asked; nothing was downloaded
+
+
+HUB_OFFLINE_CALL = """
+import sys, time
+sys.path.insert(0, 'lib')
+from utils.hub import hub_weights_file
+start = time.perf_counter()
+try:
+    hub_weights_file('hf-hub:timm/hrnet_w18_small_v2.ms_in1k', 'MODEL.PRETRAINED')
+except Exception as e:
+    print(type(e).__name__, e)
+print('seconds', time.perf_counter() - start)
+"""
+
+
+def test_offline_the_real_hub_client_answers_in_seconds_and_silently(tmp_path):
+    """huggingface_hub itself, with an empty cache and a Hub that cannot resolve (a
+    reserved .invalid name: offline on every machine): within a few seconds, where its
+    retries took half a minute, and not a word of its own on either stream."""
+    pytest.importorskip('huggingface_hub')
+    env = dict(os.environ, HF_HOME=str(tmp_path), HF_ENDPOINT='https://huggingface.invalid')
+    env.pop('HF_HUB_OFFLINE', None)
+    proc = subprocess.run([sys.executable, '-c', HUB_OFFLINE_CALL], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith('CheckpointError MODEL.PRETRAINED hf-hub:timm/hrnet_w18_small_v2'
+                               '.ms_in1k: model.safetensors is not in the Hugging Face cache '
+                               'and the Hub is offline (huggingface.invalid:443 cannot be '
+                               'reached'), proc.stdout + proc.stderr
+    assert float(lines[1].split()[1]) < 15  # the probe waits 3 s at most; retries took 23
+    assert len(lines) == 2 and proc.stderr == '', proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize('name', ['hf-hub:hrnet_w48', 'hf-hub:timm/', 'hf-hub:a/b/c'])
