@@ -27,6 +27,7 @@ import os
 
 import torch
 
+from utils.errors import OutputError
 from utils.io import save_json
 from utils.runtime import device_name
 from .precision import segment_dtype
@@ -134,7 +135,7 @@ def store_table(key, table, seconds):
                    'measured': datetime.datetime.now().isoformat(timespec='seconds')}
     try:
         save_json(path, {'format': FORMAT, 'tables': tables})
-    except OSError as e:
+    except (OSError, OutputError) as e:  # OutputError: a refused write, already worded
         logger.warning(f'break-even densities not cached: cannot write {path} ({e}); set '
                        f'{CACHE_ENV} to a writable file')
         return None
