@@ -80,6 +80,8 @@ def list_problems(root, list_path, num_samples=0, base=None):
         entries = read_list(root, list_path)
     except (OSError, ValueError) as e:
         return [str(e)]
+    if not entries:  # nothing to train on or evaluate: say so before any work
+        return [f'list file {os.path.join(root, list_path)} lists no samples']
     if num_samples > 0:
         entries = entries[:num_samples]
     base = os.path.join(root, 'cityscapes') if base is None else base

@@ -200,19 +200,21 @@ def test_show_dir_draws_every_image_in_flip_and_sliding_window_evaluation(setup,
     assert results['forwards_per_image'] == 6  # 3 crops, each also flipped
 
 
-def test_show_dir_with_nothing_to_draw_is_an_error(setup, tmp_path):
+@pytest.mark.parametrize('show', [False, True], ids=['plain', 'show-dir'])
+def test_an_empty_test_list_is_one_line_before_any_work(setup, tmp_path, show):
     import subprocess
     root, checkpoint = setup
     with open(os.path.join(root, 'list', 'cityscapes', 'empty.lst'), 'w'):
         pass
+    out = tmp_path / 'out'
     proc = subprocess.run(
         [sys.executable, 'tools/test_ee.py', '--cfg', TINY, 'DATASET.ROOT', root,
-         'OUTPUT_DIR', str(tmp_path), 'TEST.MODEL_FILE', checkpoint,
-         'DATASET.TEST_SET', 'list/cityscapes/empty.lst', '--show-dir', str(tmp_path / 'show')],
+         'OUTPUT_DIR', str(out), 'TEST.MODEL_FILE', checkpoint,
+         'DATASET.TEST_SET', 'list/cityscapes/empty.lst']
+        + (['--show-dir', str(tmp_path / 'show')] if show else []),
         cwd=ROOT, capture_output=True, text=True, timeout=300,
         env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
     errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
-    assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-    assert errors == [f'error: --show-dir {tmp_path / "show"}: no panel was drawn, since no '
-                      'image was evaluated: list images in DATASET.TEST_SET '
-                      '(list/cityscapes/empty.lst)']
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert len(errors) == 1 and 'empty.lst lists no samples' in proc.stderr
+    assert not out.exists() and not (tmp_path / 'show').exists()
