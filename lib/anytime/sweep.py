@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 UNMASKED = {'conf_thre': 1.0, 'entropy_thre': 0.0}
 TITLE_WIDTH = 100  # characters per line of sweep.png's title
 LABEL_GAP_PX = 30  # threshold labels of points closer than this on sweep.png are merged
+# Size of a threshold label on sweep.png (8-point text at 110 dpi), to keep labels apart.
+LABEL_CHAR_PX = 7
+LABEL_LINE_PX = 14
 
 
 class ThresholdStats:
@@ -186,16 +189,21 @@ def read_compare(run_dir):
     return name, values[:len(gflops)], gflops
 
 
-def label_groups(points, to_pixels, min_gap_px=LABEL_GAP_PX):
-    """Points of one curve grouped so that each group gets one label: a point closer
-    than ``min_gap_px`` (on the figure) to the first point of the group before it joins
-    that group, so that labels of nearby thresholds never print over each other.
+def label_groups(points, to_pixels, min_gap_px=LABEL_GAP_PX, char_px=LABEL_CHAR_PX,
+                 line_px=LABEL_LINE_PX):
+    """Points of one curve grouped so that each group gets one label, and labels of
+    nearby thresholds never print over each other: a point joins the group before it
+    when it is closer than ``min_gap_px`` (on the figure) to that group's first point,
+    or when its label would start under that group's label (within one text line below
+    or above, and left of the label's end).
 
     Args:
         points (list[tuple]): (x, y, threshold) in data coordinates; grouped in the
             order of their thresholds, the order of the curve.
         to_pixels (callable): (N, 2) data coordinates -> (N, 2) figure pixels.
         min_gap_px (float): how far apart two labelled points must be.
+        char_px (float): width of one character of a label, in pixels.
+        line_px (float): height of a label's line, in pixels.
 
     Returns:
         list[tuple]: (x, y, [thresholds]) per group, at the group's first point.
@@ -205,11 +213,18 @@ def label_groups(points, to_pixels, min_gap_px=LABEL_GAP_PX):
         if groups:
             gx, gy, members = groups[-1]
             (px, py), (qx, qy) = to_pixels([(gx, gy), (x, y)])
-            if math.hypot(px - qx, py - qy) < min_gap_px:
+            label_end = px + len(threshold_label(members)) * char_px + char_px
+            under_label = abs(qy - py) < line_px and px <= qx < label_end
+            if under_label or math.hypot(px - qx, py - qy) < min_gap_px:
                 members.append(threshold)
                 continue
         groups.append((x, y, [threshold]))
     return groups
+
+
+def threshold_label(thresholds):
+    """The text of one group's label on sweep.png, e.g. '0.9, 0.95'."""
+    return ', '.join(f'{t:g}' for t in thresholds)
 
 
 def plot_sweep(rows, path, compare=(), title=None):
@@ -247,9 +262,13 @@ def plot_sweep(rows, path, compare=(), title=None):
     for color, points in labelled:
         for x, y, thresholds in label_groups(points, ax.transData.transform):
             # Below and right of the point: the curves rise to the right, so the label
-            # stays clear of its own line and of the unmasked star.
-            ax.annotate(', '.join(f'{t:g}' for t in thresholds), (x, y),
-                        textcoords='offset points', xytext=(8, -14), fontsize=8, color=color)
+            # stays clear of its own line; its top 12 points below the point clears the
+            # unmasked star (13 points across) where a flat curve ends in it, and a white
+            # ground keeps it legible over any marker it still meets.
+            ax.annotate(threshold_label(thresholds), (x, y),
+                        textcoords='offset points', xytext=(6, -12), va='top', fontsize=8,
+                        color=color, zorder=5,
+                        bbox=dict(facecolor='white', edgecolor='none', alpha=0.8, pad=0.5))
     for i, (name, mious, gflops) in enumerate(compare):
         marker = 'sPD^v'[i % 5]
         ax.plot(gflops, [m * 100 for m in mious], marker, linestyle=':', color='gray',

@@ -166,5 +166,22 @@ def test_labels_of_points_closer_than_the_gap_are_one_label():
     pixels = lambda xy: [(x * 1000, y * 10) for x, y in xy]  # noqa: E731  (0.01 GFLOPs: 10 px)
     assert label_groups(points, pixels, min_gap_px=30) == [
         (0.30, 35.0, [0.8]), (0.50, 38.0, [0.9, 0.95]), (0.70, 39.0, [0.99, 1.0])]
+    # A point 1 px right of another on the same line would still print under its label.
     assert [g[2] for g in label_groups(points, pixels, min_gap_px=0.5)] == \
+        [[0.8], [0.9, 0.95], [0.99, 1.0]]
+    assert [g[2] for g in label_groups(points, pixels, min_gap_px=0.5, line_px=0)] == \
         [[0.8], [0.9], [0.95], [0.99], [1.0]]
+
+
+def test_a_label_that_would_start_under_the_one_before_joins_it():
+    pixels = lambda xy: [(x * 1000, y * 10) for x, y in xy]  # noqa: E731
+    # 50 px right of '0.9, 0.95' (9 characters of 7 px): under that label, on its line.
+    points = [(0.50, 38.0, 0.9), (0.501, 38.0, 0.95), (0.55, 38.0, 0.99)]
+    assert [g[2] for g in label_groups(points, pixels, min_gap_px=30, char_px=7,
+                                       line_px=14)] == [[0.9, 0.95, 0.99]]
+    # Past the label's end, or a line below it: a label of its own.
+    far = [(0.50, 38.0, 0.9), (0.501, 38.0, 0.95), (0.58, 38.0, 0.99)]
+    lower = [(0.50, 38.0, 0.9), (0.501, 38.0, 0.95), (0.55, 34.0, 0.99)]
+    for points in (far, lower):
+        assert [g[2] for g in label_groups(points, pixels, min_gap_px=30, char_px=7,
+                                           line_px=14)] == [[0.9, 0.95], [0.99]]
